@@ -1,0 +1,6 @@
+"""Callbacks on the federated round loop."""
+
+from fedlightning.callbacks.base import Callback, Direction
+from fedlightning.callbacks.comm_cost import CommCost
+
+__all__ = ["Callback", "CommCost", "Direction"]

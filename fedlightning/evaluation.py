@@ -1,0 +1,82 @@
+"""Evaluation of a model on a loader: what its ``test_step`` logs, plus torchmetrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+from torchmetrics import Metric
+
+from fedlightning.client import LogSink, capture_logs
+
+__all__ = ["evaluate", "has_hook"]
+
+
+def has_hook(module: LightningModule, name: str) -> bool:
+    """Whether ``module`` overrides the LightningModule hook ``name``."""
+    impl = getattr(type(module), name, None)
+    return impl is not None and impl is not getattr(LightningModule, name, None)
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+        return int(batch[0].shape[0])
+    if isinstance(batch, Mapping):
+        for value in batch.values():
+            if isinstance(value, Tensor):
+                return int(value.shape[0])
+    return 1
+
+
+def evaluate(
+    module: LightningModule,
+    loader: Iterable[Any],
+    metrics: Mapping[str, Metric] | None = None,
+) -> dict[str, float]:
+    """Evaluate ``module`` on every batch of ``loader``.
+
+    Runs ``test_step`` (or ``validation_step`` when there is no ``test_step``) with
+    ``self.log`` captured; logged values are averaged weighted by batch size. Each metric in
+    ``metrics`` is updated with ``(module(x), y)`` for batches of the form ``(x, y)``.
+
+    Args:
+        module: The model.
+        loader: The evaluation batches.
+        metrics: torchmetrics objects by name, e.g. ``{"acc": MulticlassAccuracy(10)}``;
+            they are reset first.
+
+    Returns:
+        Logged means and metric values by name.
+    """
+    step_name = (
+        "test_step"
+        if has_hook(module, "test_step")
+        else "validation_step"
+        if has_hook(module, "validation_step")
+        else None
+    )
+    for metric in (metrics or {}).values():
+        metric.reset()
+    was_training = module.training
+    module.eval()
+    sink = LogSink()
+    with torch.no_grad(), capture_logs(module, sink):
+        for batch_idx, batch in enumerate(loader):
+            sink.weight = float(_batch_size(batch))
+            if step_name is not None:
+                getattr(module, step_name)(batch, batch_idx)
+            if metrics:
+                x, y = batch[0], batch[1]
+                out = module(x)
+                for metric in metrics.values():
+                    metric.update(out, y)
+    module.train(was_training)
+    results = sink.means()
+    for name, metric in (metrics or {}).items():
+        results[name] = float(metric.compute())
+    return results

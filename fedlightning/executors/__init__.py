@@ -1,0 +1,28 @@
+"""Executors run the clients of a round: sequential by default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fedlightning.executors.base import ClientFailure, Executor
+from fedlightning.executors.sequential import SequentialExecutor
+
+__all__ = ["EXECUTORS", "ClientFailure", "Executor", "SequentialExecutor", "resolve_executor"]
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"sequential": SequentialExecutor}
+
+
+def resolve_executor(executor: str | Executor) -> Executor:
+    """Return an executor instance for a name or an instance.
+
+    Args:
+        executor: An :class:`Executor` or one of the names in :data:`EXECUTORS`.
+
+    Raises:
+        ValueError: If the name is unknown.
+    """
+    if isinstance(executor, Executor):
+        return executor
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {sorted(EXECUTORS)}, got executor={executor!r}")
+    return EXECUTORS[executor]()

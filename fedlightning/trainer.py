@@ -1,0 +1,661 @@
+"""FederatedTrainer: the round loop.
+
+One round: the algorithm selects clients -> builds each client's message -> each client
+loads it into its working copy of the module and trains locally -> builds its reply -> the
+algorithm aggregates -> server-side work -> evaluation and callbacks. Callbacks see every
+message that crosses the wire.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import Logger
+from torchmetrics import Metric
+from tqdm.auto import tqdm
+
+from fedlightning.algorithms.base import Algorithm, ClientContext, Reply
+from fedlightning.algorithms.fedavg import FedAvg
+from fedlightning.callbacks.base import Callback, Direction
+from fedlightning.callbacks.comm_cost import CommCost
+from fedlightning.client import fit_local
+from fedlightning.evaluation import evaluate
+from fedlightning.executors import ClientFailure, Executor, resolve_executor
+from fedlightning.messages import Message
+from fedlightning.version import __version__
+
+if TYPE_CHECKING:
+    from fedlightning.datamodules import FederatedDataModule
+
+__all__ = ["FederatedTrainer", "RoundPlan"]
+
+log = logging.getLogger(__name__)
+
+_STREAM_SELECT = 0
+_STREAM_CLIENT = 1
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """How much local work a client does per round.
+
+    Attributes:
+        epochs: Local epochs (or ``None`` when only ``steps`` bounds the work).
+        steps: Local optimizer steps (optional bound).
+        eval_local: Whether each client evaluates its local model after training.
+    """
+
+    epochs: int | None
+    steps: int | None
+    eval_local: bool
+
+
+class FederatedTrainer:
+    """Runs a federated algorithm over the clients of a :class:`FederatedDataModule`.
+
+    Args:
+        algorithm: The federated algorithm (default :class:`~fedlightning.algorithms.FedAvg`).
+        rounds: Number of communication rounds, >= 1.
+        clients_per_round: Clients selected each round (default: all clients).
+        fraction: Share of clients selected each round, in (0, 1]; excludes
+            ``clients_per_round``.
+        local_epochs: Local epochs per round.
+        local_steps: Local optimizer steps per round (with ``local_epochs=None``, the only
+            bound; with both, the first reached stops the client).
+        seed: Seed every random choice derives from: (seed, round) for client selection,
+            (seed, round, client) for local shuffling and the module's own randomness.
+        callbacks: Federated callbacks; a :class:`~fedlightning.callbacks.CommCost` is added
+            when none is given.
+        logger: A Lightning logger, a list of them, ``True`` for an offline W&B logger (CSV
+            when wandb is not installed), or ``False``/``None`` for none.
+        eval_every: Evaluate the global model on the test set every this many rounds (and
+            after the last round).
+        eval_local: Also evaluate each client's local model on the test set after local
+            training (``acc_local``: the mean over the round's clients).
+        eval_metrics: torchmetrics objects applied to ``(model(x), y)`` on the test set. By
+            default, multiclass accuracy as ``acc`` when the model outputs class scores.
+        executor: ``"sequential"`` or an :class:`~fedlightning.executors.Executor`.
+        output_dir: Where ``results.json`` and checkpoints go (optional).
+        checkpoint_every: Save a checkpoint every this many rounds (needs ``output_dir``).
+        resume: A checkpoint path to resume from; the run then ends with the weights an
+            uninterrupted run would have.
+        progress_bar: Show a progress bar over rounds with live metrics.
+
+    Raises:
+        ValueError: For any setting outside what is allowed; the message names it.
+
+    Example:
+        >>> from fedlightning.algorithms import FedProx
+        >>> trainer = FederatedTrainer(algorithm=FedProx(mu=0.01), rounds=50,
+        ...                            clients_per_round=10, local_epochs=1, seed=0)
+    """
+
+    def __init__(
+        self,
+        *,
+        algorithm: Algorithm | None = None,
+        rounds: int = 1,
+        clients_per_round: int | None = None,
+        fraction: float | None = None,
+        local_epochs: int | None = 1,
+        local_steps: int | None = None,
+        seed: int = 0,
+        callbacks: Sequence[Callback] | None = None,
+        logger: Logger | Iterable[Logger] | bool | None = None,
+        eval_every: int = 1,
+        eval_local: bool = False,
+        eval_metrics: Mapping[str, Metric] | None = None,
+        executor: str | Executor = "sequential",
+        output_dir: str | Path | None = None,
+        checkpoint_every: int | None = None,
+        resume: str | Path | None = None,
+        progress_bar: bool = True,
+    ) -> None:
+        _check_int("rounds", rounds, 1)
+        if clients_per_round is not None:
+            _check_int("clients_per_round", clients_per_round, 1)
+        if fraction is not None:
+            if clients_per_round is not None:
+                raise ValueError(
+                    "give clients_per_round or fraction, not both: got "
+                    f"clients_per_round={clients_per_round}, fraction={fraction}"
+                )
+            if not (isinstance(fraction, (int, float)) and 0.0 < fraction <= 1.0):
+                raise ValueError(f"fraction must be in (0, 1], got fraction={fraction!r}")
+        if local_epochs is None and local_steps is None:
+            raise ValueError("give local_epochs or local_steps, got both None")
+        if local_epochs is not None:
+            _check_int("local_epochs", local_epochs, 1)
+        if local_steps is not None:
+            _check_int("local_steps", local_steps, 1)
+        _check_int("eval_every", eval_every, 1)
+        if checkpoint_every is not None:
+            _check_int("checkpoint_every", checkpoint_every, 1)
+            if output_dir is None:
+                raise ValueError("checkpoint_every needs output_dir, got output_dir=None")
+        if not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got seed={seed!r}")
+        self.algorithm: Algorithm = algorithm if algorithm is not None else FedAvg()
+        self.rounds = rounds
+        self.clients_per_round = clients_per_round
+        self.fraction = fraction
+        self.plan = RoundPlan(local_epochs, local_steps, eval_local)
+        self.seed = seed
+        self.callbacks: list[Callback] = list(callbacks or [])
+        if not any(isinstance(c, CommCost) for c in self.callbacks):
+            self.callbacks.append(CommCost())
+        self.loggers: list[Logger] = _resolve_loggers(logger, output_dir)
+        self.eval_every = eval_every
+        self._eval_metrics: dict[str, Metric] | None = (
+            dict(eval_metrics) if eval_metrics is not None else None
+        )
+        self.executor: Executor = resolve_executor(executor)
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.resume = Path(resume) if resume is not None else None
+        self.progress_bar = progress_bar
+
+        self.history: list[dict[str, float]] = []
+        self.results: dict[str, Any] = {}
+        self.client_states: dict[int, dict[str, Any]] = {}
+        self.drops: list[dict[str, Any]] = []
+        self.current_round = 0
+        self._model: LightningModule | None = None
+        self._datamodule: FederatedDataModule | None = None
+        self._worker: LightningModule | None = None
+        self._pending: dict[str, float] = {}
+        self._wall_offset = 0.0
+        self._disabled_loggers: set[int] = set()
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def global_model(self) -> LightningModule:
+        """The server's model."""
+        if self._model is None:
+            raise RuntimeError("no model yet: call trainer.fit(model, datamodule) first")
+        return self._model
+
+    @property
+    def datamodule(self) -> FederatedDataModule:
+        """The federated data of the run."""
+        if self._datamodule is None:
+            raise RuntimeError("no datamodule yet: call trainer.fit(model, datamodule) first")
+        return self._datamodule
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The settings of the run, as written to ``results.json``."""
+        return {
+            "algorithm": repr(self.algorithm),
+            "rounds": self.rounds,
+            "clients_per_round": self.clients_per_round,
+            "fraction": self.fraction,
+            "local_epochs": self.plan.epochs,
+            "local_steps": self.plan.steps,
+            "eval_every": self.eval_every,
+            "eval_local": self.plan.eval_local,
+            "executor": self.executor.name,
+            "seed": self.seed,
+        }
+
+    def num_selected(self, num_clients: int) -> int:
+        """How many of ``num_clients`` clients take part in a round."""
+        if self.clients_per_round is not None:
+            if self.clients_per_round > num_clients:
+                raise ValueError(
+                    f"clients_per_round must be <= the number of clients ({num_clients}), "
+                    f"got clients_per_round={self.clients_per_round}"
+                )
+            return self.clients_per_round
+        if self.fraction is not None:
+            return max(1, min(num_clients, round(self.fraction * num_clients)))
+        return num_clients
+
+    def seed_for(self, *keys: int) -> int:
+        """A 63-bit seed derived from the trainer's seed and ``keys``."""
+        state = np.random.SeedSequence([self.seed, *keys]).generate_state(2, np.uint32)
+        return int((int(state[0]) << 31) ^ int(state[1]))
+
+    def rng(self, *keys: int) -> np.random.Generator:
+        """A NumPy generator derived from the trainer's seed and ``keys``."""
+        return np.random.default_rng(np.random.SeedSequence([self.seed, *keys]))
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Record metrics for the current round; they reach every logger at round end."""
+        for name, value in metrics.items():
+            self._pending[name] = float(value)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, model: LightningModule, datamodule: FederatedDataModule) -> None:
+        """Train ``model`` federatedly on ``datamodule``.
+
+        Args:
+            model: Any LightningModule with ``training_step`` and ``configure_optimizers``.
+            datamodule: The federated data.
+
+        Raises:
+            ValueError: If the selection does not fit the number of clients.
+        """
+        start = time.perf_counter()
+        datamodule.setup()
+        self._model = model
+        self._datamodule = datamodule
+        clients = list(datamodule.client_ids)
+        self.num_selected(len(clients))  # validates clients_per_round
+        self.algorithm.setup(self, model, datamodule)
+        self._worker = copy.deepcopy(model)
+        if self._eval_metrics is None:
+            self._eval_metrics = _default_metrics(model, datamodule)
+        first_round = 1
+        if self.resume is not None:
+            first_round = self._load_checkpoint(self.resume) + 1
+        self.executor.setup(self)
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
+        self._log_hyperparams()
+        bar = tqdm(
+            total=self.rounds,
+            initial=first_round - 1,
+            desc="rounds",
+            disable=not self.progress_bar,
+            dynamic_ncols=True,
+        )
+        try:
+            for rnd in range(first_round, self.rounds + 1):
+                self._run_round(rnd, clients)
+                bar.update(1)
+                bar.set_postfix(_postfix(self.history[-1]), refresh=False)
+                elapsed = self._wall_offset + time.perf_counter() - start
+                if self.checkpoint_every is not None and (
+                    rnd % self.checkpoint_every == 0 or rnd == self.rounds
+                ):
+                    ckpt = self.save_checkpoint(
+                        self._checkpoint_dir() / f"round_{rnd:04d}.ckpt", wall_s=elapsed
+                    )
+                    (self._checkpoint_dir() / "last.ckpt").write_bytes(ckpt.read_bytes())
+        finally:
+            bar.close()
+            self.executor.teardown()
+        wall = self._wall_offset + time.perf_counter() - start
+        for callback in self.callbacks:
+            callback.on_fit_end(self)
+        self._finish(wall)
+
+    def _run_round(self, rnd: int, clients: list[int]) -> None:
+        self.current_round = rnd
+        self._pending = {}
+        for callback in self.callbacks:
+            callback.on_round_start(self, rnd)
+        selected = self.algorithm.select_clients(rnd, clients)
+        messages: dict[int, Message] = {}
+        for client in selected:
+            message = self.algorithm.server_message(rnd, client)
+            self.dispatch(rnd, client, "down", message)
+            messages[client] = message
+        outcomes = self.executor.run(self, rnd, messages)
+        replies: list[Reply] = []
+        for outcome in outcomes:
+            if isinstance(outcome, ClientFailure):
+                self._drop(rnd, outcome.client, outcome.error)
+                continue
+            self.dispatch(rnd, outcome.client, "up", outcome.message)
+            if not _is_finite(outcome.message):
+                self._drop(rnd, outcome.client, "non-finite update")
+                continue
+            replies.append(outcome)
+        self.algorithm.aggregate(rnd, replies)
+        self.algorithm.on_round_end(rnd)
+        self.log_metrics(
+            {
+                "round": rnd,
+                "clients": len(selected),
+                "clients_dropped": len(selected) - len(replies),
+            }
+        )
+        self.log_metrics(_reply_means(replies))
+        if rnd % self.eval_every == 0 or rnd == self.rounds:
+            metrics = self.evaluate(self.global_model, self.datamodule.test_loader())
+            self.log_metrics(
+                {f"test_{k}" if not k.startswith("test_") else k: v for k, v in metrics.items()}
+            )
+            if "acc" in metrics:
+                self.log_metrics({"acc_global": metrics["acc"]})
+        for callback in self.callbacks:
+            callback.on_round_end(self, rnd)
+        self._flush(rnd)
+
+    def dispatch(self, round: int, client: int, direction: Direction, message: Message) -> None:
+        """Hand a message that crosses the wire to every callback (``on_message``).
+
+        Algorithms with exchanges beyond the round's messages (e.g. Phase I of seed 000)
+        call this so that they are counted too.
+        """
+        for callback in self.callbacks:
+            callback.on_message(self, round, client, direction, message)
+
+    def run_client(self, round: int, client: int, message: Message) -> Reply:
+        """Train one client in this process on what it received, and return its reply.
+
+        Args:
+            round: Round number.
+            client: Client id.
+            message: What the server sent it.
+
+        Returns:
+            The client's reply.
+        """
+        assert self._worker is not None
+        for callback in self.callbacks:
+            callback.on_client_fit_start(self, round, client)
+        seed = self.seed_for(round, client, _STREAM_CLIENT)
+        state = self.client_states.get(client, {}) if self.algorithm.stateful_clients else {}
+        ctx = ClientContext(
+            client=client,
+            round=round,
+            message=message,
+            received=message.decode(),
+            num_samples=self.datamodule.num_samples(client),
+            state=state,
+            seed=seed,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = self.algorithm.configure_client(ctx, self._worker)
+            loader = self.datamodule.train_loader(client, seed=seed)
+            algorithm = self.algorithm
+            metrics = fit_local(
+                module,
+                loader,
+                epochs=self.plan.epochs,
+                steps=self.plan.steps,
+                loss_hook=lambda batch, loss: algorithm.training_loss(ctx, module, batch, loss),
+            )
+            if self.plan.eval_local and (round % self.eval_every == 0 or round == self.rounds):
+                local = self.evaluate(module, self.datamodule.test_loader())
+                if "acc" in local:
+                    metrics["acc_local"] = local["acc"]
+                client_loader = self.datamodule.client_test_loader(client)
+                if client_loader is not None:
+                    own = self.evaluate(module, client_loader)
+                    if "acc" in own:
+                        metrics["acc_client"] = own["acc"]
+            reply_message = self.algorithm.client_message(ctx, module)
+        if self.algorithm.stateful_clients:
+            self.client_states[client] = ctx.state
+        reply = Reply(client, reply_message, ctx.num_samples, metrics)
+        for callback in self.callbacks:
+            callback.on_client_fit_end(self, round, reply)
+        return reply
+
+    def evaluate(self, module: LightningModule, loader: Iterable[Any]) -> dict[str, float]:
+        """Evaluate ``module`` on ``loader`` with its ``test_step`` and the run's metrics."""
+        return evaluate(module, loader, self._eval_metrics)
+
+    def test(
+        self,
+        model: LightningModule | None = None,
+        datamodule: FederatedDataModule | None = None,
+    ) -> dict[str, float]:
+        """Evaluate the global model on the test set, and on each client's test set if any.
+
+        Args:
+            model: The model to test (default: the trained global model).
+            datamodule: The data (default: the one of ``fit``).
+
+        Returns:
+            Global metrics (``acc_global``, ``test_*``), the means over clients of the global
+            model's metrics on per-client test sets (``client_mean_*``) where the datamodule
+            has them, and the last round's ``acc_local`` when it was measured.
+        """
+        module = model if model is not None else self.global_model
+        data = datamodule if datamodule is not None else self.datamodule
+        data.setup()
+        if self._eval_metrics is None:
+            self._eval_metrics = _default_metrics(module, data)
+        metrics = self.evaluate(module, data.test_loader())
+        out = {f"test_{k}" if not k.startswith("test_") else k: v for k, v in metrics.items()}
+        if "acc" in metrics:
+            out["acc_global"] = metrics["acc"]
+        per_client: list[dict[str, float]] = []
+        for client in data.client_ids:
+            loader = data.client_test_loader(client)
+            if loader is not None:
+                per_client.append(self.evaluate(module, loader))
+        for key in per_client[0] if per_client else []:
+            out[f"client_mean_{key}"] = float(np.mean([m[key] for m in per_client]))
+        last_local = [h["acc_local"] for h in self.history if "acc_local" in h]
+        if last_local:
+            out["acc_local"] = last_local[-1]
+        self.results["test"] = out
+        if self.output_dir is not None and self.results:
+            self._write_results()
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | Path, wall_s: float = 0.0) -> Path:
+        """Save everything needed to resume after the current round.
+
+        Args:
+            path: File to write.
+            wall_s: Wall time so far, carried into the resumed run's ``wall_s``.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "round": self.current_round,
+            "model": self.global_model.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+            "client_states": self.client_states,
+            "callbacks": [(type(c).__name__, c.state_dict()) for c in self.callbacks],
+            "history": self.history,
+            "drops": self.drops,
+            "wall_s": wall_s,
+            "seed": self.seed,
+            "version": __version__,
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+        return path
+
+    def _load_checkpoint(self, path: Path) -> int:
+        if not path.is_file():
+            raise ValueError(f"resume must be an existing checkpoint file, got resume={path}")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("seed") != self.seed:
+            raise ValueError(
+                f"resume checkpoint was made with seed={state.get('seed')}, but this trainer has "
+                f"seed={self.seed}; use the same seed to resume"
+            )
+        self.global_model.load_state_dict(state["model"])
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.client_states = state["client_states"]
+        saved = state["callbacks"]
+        for callback, (name, cb_state) in zip(self.callbacks, saved, strict=False):
+            if type(callback).__name__ == name:
+                callback.load_state_dict(cb_state)
+        self.history = list(state["history"])
+        self.drops = list(state["drops"])
+        self._wall_offset = float(state["wall_s"])
+        self.current_round = int(state["round"])
+        return self.current_round
+
+    def _checkpoint_dir(self) -> Path:
+        assert self.output_dir is not None
+        return self.output_dir / "checkpoints"
+
+    # ------------------------------------------------------------------ logging & results
+    def _drop(self, rnd: int, client: int, reason: str) -> None:
+        log.warning("round %d: client %d dropped from the aggregate: %s", rnd, client, reason)
+        self.drops.append({"round": rnd, "client": client, "reason": reason})
+
+    def _flush(self, rnd: int) -> None:
+        entry = dict(self._pending)
+        self.history.append(entry)
+        for i, lg in enumerate(self.loggers):
+            if i in self._disabled_loggers:
+                continue
+            try:
+                lg.log_metrics(entry, step=rnd)
+            except Exception as exc:  # a logger never takes the run down
+                log.warning("logger %s failed (%r); it is disabled", type(lg).__name__, exc)
+                self._disabled_loggers.add(i)
+
+    def _log_hyperparams(self) -> None:
+        params = dict(self.config)
+        datamodule = self._datamodule
+        if datamodule is not None and hasattr(datamodule, "hparams_dict"):
+            params["data"] = datamodule.hparams_dict()
+        for i, lg in enumerate(self.loggers):
+            try:
+                lg.log_hyperparams(params)
+            except Exception as exc:
+                log.warning("logger %s failed (%r); it is disabled", type(lg).__name__, exc)
+                self._disabled_loggers.add(i)
+
+    def _finish(self, wall: float) -> None:
+        final: dict[str, float] = {}
+        for key in ("acc_global", "acc_local", "test_loss"):
+            values = [h[key] for h in self.history if key in h]
+            if values:
+                final[key] = values[-1]
+        self.results = {
+            "config": self.config,
+            "seed": self.seed,
+            "version": __version__,
+            "wall_s": wall,
+            "history": self.history,
+            "final": final,
+            "drops": self.drops,
+        }
+        for callback in self.callbacks:
+            callback.on_results(self, self.results)
+        for i, lg in enumerate(self.loggers):
+            if i in self._disabled_loggers:
+                continue
+            try:
+                lg.finalize("success")
+                experiment = getattr(lg, "experiment", None)
+                run_dir = getattr(experiment, "dir", None) if experiment is not None else None
+                if run_dir:
+                    self.results.setdefault("loggers", {})[type(lg).__name__] = str(run_dir)
+            except Exception as exc:
+                log.warning("logger %s failed to finalize (%r)", type(lg).__name__, exc)
+        if self.output_dir is not None:
+            self._write_results()
+
+    def _write_results(self) -> Path:
+        assert self.output_dir is not None
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / "results.json"
+        path.write_text(json.dumps(self.results, indent=2, default=_json_default))
+        return path
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {name}={value!r}")
+
+
+def _resolve_loggers(
+    logger: Logger | Iterable[Logger] | bool | None, output_dir: Any
+) -> list[Logger]:
+    if logger is None or logger is False:
+        return []
+    if logger is True:
+        from fedlightning.loggers import default_logger
+
+        return [default_logger(output_dir)]
+    loggers = [logger] if isinstance(logger, Logger) else list(logger)
+    for lg in loggers:
+        if not isinstance(lg, Logger):
+            raise ValueError(f"logger must be a Lightning Logger, got {type(lg).__name__}")
+    # W&B first, as it is the run's primary record.
+    return sorted(loggers, key=lambda lg: type(lg).__name__ != "WandbLogger")
+
+
+def _default_metrics(model: LightningModule, datamodule: Any) -> dict[str, Metric]:
+    num_classes = getattr(datamodule, "num_classes", None)
+    if not num_classes:
+        return {}
+    try:
+        x, _ = next(iter(datamodule.test_loader()))
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model(x[:2])
+        model.train(was_training)
+    except Exception:
+        return {}
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] == num_classes:
+        from torchmetrics.classification import MulticlassAccuracy
+
+        return {"acc": MulticlassAccuracy(num_classes=int(num_classes), average="micro")}
+    return {}
+
+
+def _is_finite(message: Message) -> bool:
+    for parts in message.parts.values():
+        for tensor in parts.values():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                return False
+    for tensor in message.extras.values():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return False
+    return all(math.isfinite(v) for v in message.scalars.values())
+
+
+def _reply_means(replies: list[Reply]) -> dict[str, float]:
+    if not replies:
+        return {}
+    out: dict[str, float] = {}
+    weights = np.array([r.num_samples for r in replies], dtype=np.float64)
+    if "loss" in replies[0].metrics:
+        losses = np.array([r.metrics.get("loss", np.nan) for r in replies])
+        ok = np.isfinite(losses)
+        if ok.any():
+            out["train_loss"] = float(np.average(losses[ok], weights=weights[ok]))
+    for key in ("acc_local", "acc_client"):
+        values = [r.metrics[key] for r in replies if key in r.metrics]
+        if values:
+            out[key] = float(np.mean(values))
+    return out
+
+
+def _postfix(entry: Mapping[str, float]) -> dict[str, str]:
+    shown = {}
+    for key in ("train_loss", "acc_global", "acc_local", "test_loss"):
+        if key in entry:
+            shown[key] = f"{entry[key]:.4f}"
+    if "bytes_total" in entry:
+        shown["MB"] = f"{entry['bytes_total'] / 1e6:.1f}"
+    return shown
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
