@@ -79,8 +79,8 @@ class FederatedTrainer:
             when none is given.
         logger: A Lightning logger, a list of them, ``True`` for an offline W&B logger (CSV
             when wandb is not installed), or ``False``/``None`` for none.
-        eval_every: Evaluate the global model on the test set every this many rounds (and
-            after the last round).
+        eval_every: Evaluate the global model on the test set every this many rounds and
+            after the last round; ``None`` never evaluates during ``fit``.
         eval_local: Also evaluate each client's local model on the test set after local
             training (``acc_local``: the mean over the round's clients).
         eval_metrics: torchmetrics objects applied to ``(model(x), y)`` on the test set. By
@@ -113,7 +113,7 @@ class FederatedTrainer:
         seed: int = 0,
         callbacks: Sequence[Callback] | None = None,
         logger: Logger | Iterable[Logger] | bool | None = None,
-        eval_every: int = 1,
+        eval_every: int | None = 1,
         eval_local: bool = False,
         eval_metrics: Mapping[str, Metric] | None = None,
         executor: str | Executor = "sequential",
@@ -139,7 +139,8 @@ class FederatedTrainer:
             _check_int("local_epochs", local_epochs, 1)
         if local_steps is not None:
             _check_int("local_steps", local_steps, 1)
-        _check_int("eval_every", eval_every, 1)
+        if eval_every is not None:
+            _check_int("eval_every", eval_every, 1)
         if checkpoint_every is not None:
             _check_int("checkpoint_every", checkpoint_every, 1)
             if output_dir is None:
@@ -324,7 +325,7 @@ class FederatedTrainer:
             }
         )
         self.log_metrics(_reply_means(replies))
-        if rnd % self.eval_every == 0 or rnd == self.rounds:
+        if self._is_eval_round(rnd):
             metrics = self.evaluate(self.global_model, self.datamodule.test_loader())
             self.log_metrics(
                 {f"test_{k}" if not k.startswith("test_") else k: v for k, v in metrics.items()}
@@ -334,6 +335,11 @@ class FederatedTrainer:
         for callback in self.callbacks:
             callback.on_round_end(self, rnd)
         self._flush(rnd)
+
+    def _is_eval_round(self, rnd: int) -> bool:
+        if self.eval_every is None:
+            return False
+        return rnd % self.eval_every == 0 or rnd == self.rounds
 
     def dispatch(self, round: int, client: int, direction: Direction, message: Message) -> None:
         """Hand a message that crosses the wire to every callback (``on_message``).
@@ -381,7 +387,7 @@ class FederatedTrainer:
                 steps=self.plan.steps,
                 loss_hook=lambda batch, loss: algorithm.training_loss(ctx, module, batch, loss),
             )
-            if self.plan.eval_local and (round % self.eval_every == 0 or round == self.rounds):
+            if self.plan.eval_local and self._is_eval_round(round):
                 local = self.evaluate(module, self.datamodule.test_loader())
                 if "acc" in local:
                     metrics["acc_local"] = local["acc"]
