@@ -1,4 +1,4 @@
-"""Sample-quality measures of generative models: Frechet distance and classifier scores."""
+"""Evaluation measures beyond a module's own test_step (e.g. sample quality of generators)."""
 
 from fedlightning.metrics.classifier_scores import (
     classifier_probabilities,

@@ -49,9 +49,7 @@ def classifier_probabilities(
     return torch.softmax(logits.to(torch.float64), dim=1)
 
 
-def score_from_probabilities(
-    probs: Tensor, labels: Tensor | None = None
-) -> dict[str, float]:
+def score_from_probabilities(probs: Tensor, labels: Tensor | None = None) -> dict[str, float]:
     """Confidence, classifier (Inception-style) score and, given labels, accuracy.
 
     Args:
@@ -86,9 +84,7 @@ def score_from_probabilities(
     }
     if labels is not None:
         if labels.shape != (p.shape[0],):
-            raise ValueError(
-                f"labels must have shape ({p.shape[0]},), got {tuple(labels.shape)}"
-            )
+            raise ValueError(f"labels must have shape ({p.shape[0]},), got {tuple(labels.shape)}")
         out["accuracy"] = float((p.argmax(dim=1) == labels.to(p.device)).double().mean())
     return out
 

@@ -99,9 +99,7 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
 
 
 @torch.no_grad()
-def extract_features(
-    extractor: FeatureExtractor, images: Tensor, batch_size: int = 256
-) -> Tensor:
+def extract_features(extractor: FeatureExtractor, images: Tensor, batch_size: int = 256) -> Tensor:
     """Features of ``images`` in batches, with the extractor in evaluation mode.
 
     Args:
