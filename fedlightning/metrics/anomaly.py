@@ -124,5 +124,3 @@ def adjusted_rand(communities: Sequence[Sequence[int]], classes: Sequence[int]) 
     if (labels < 0).any():
         raise ValueError("communities must cover every client to compute the Rand index")
     return float(adjusted_rand_score(np.asarray(classes), labels))
-
-
