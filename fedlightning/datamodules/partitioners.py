@@ -234,23 +234,27 @@ class SortedShards(Partitioner):
 class InlierOutlier(Partitioner):
     """Anomaly-detection split of seed 000: one inlier class per client plus a few outliers.
 
-    Per class, a random 90% of its samples form the inlier pool and the remaining 10% the
-    outlier pool. Each class's inliers are cut into ``clients_per_class`` equal chunks; client
-    ``c * clients_per_class + j`` gets chunk ``j`` of class ``c`` (``n_in`` samples) plus
-    ``floor(d * n_in / (1 - d))`` outliers drawn without replacement from what is left of the
-    other classes' outlier pool, ``d = outlier_fraction``. No sample is used twice. With
-    Fashion-MNIST's 60,000 training images, ``clients_per_class=9`` and ``d=0.1`` this gives 90
-    clients of 600 inliers and 66 outliers. For the test protocol use ``clients_per_class=1``
-    on the test set (one test set per inlier class).
+    Per class, a random ``1 - d`` of its samples (90% for ``d = 0.1``) form the inlier pool and
+    the rest the outlier pool. Each class's inliers are cut into ``clients_per_class`` equal
+    chunks; client ``c * clients_per_class + j`` gets chunk ``j`` of class ``c`` (``n_in``
+    samples) plus ``floor(d * n_in / (1 - d))`` outliers drawn without replacement from what
+    is left of the other classes' outlier pool, ``d = outlier_fraction``. No sample is used
+    twice. With Fashion-MNIST's 60,000 training images, ``clients_per_class=9`` and ``d=0.1``
+    this gives 90 clients of 600 inliers and 66 outliers. For the test protocol use
+    ``clients_per_class=1`` on the test set (one test set per inlier class).
 
     The pool split is stratified per class so that every chunk has the same size; the notes
-    of the authors' code say only "90% of the training set".
+    of the authors' code say only "90% of the training set". The outlier demand then equals
+    the pool (up to the floor), so when the random draw leaves a client only samples of its
+    own class, earlier clients of other classes swap outliers with it; every draw stays
+    random and no sample is used twice.
 
     Args:
         clients_per_class: Clients that share an inlier class (``p`` in the paper), >= 1.
         outlier_fraction: Fraction ``d`` of each client's data that are outliers, in [0, 1).
         num_classes: Number of classes; labels must lie in ``[0, num_classes)``.
-        inlier_pool: Fraction of each class that goes to the inlier pool, in (0, 1].
+        inlier_pool: Fraction of each class that goes to the inlier pool, in (0, 1]; default
+            ``1 - outlier_fraction``.
 
     Raises:
         ValueError: On invalid settings, labels outside the classes, or too few outliers.
@@ -264,7 +268,7 @@ class InlierOutlier(Partitioner):
     clients_per_class: int = 9
     outlier_fraction: float = 0.1
     num_classes: int = 10
-    inlier_pool: float = 0.9
+    inlier_pool: float | None = None
     num_clients: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -273,9 +277,15 @@ class InlierOutlier(Partitioner):
         d = self.outlier_fraction
         if not isinstance(d, (int, float)) or not 0 <= d < 1:
             raise ValueError(f"outlier_fraction must be in [0, 1), got outlier_fraction={d!r}")
-        if not isinstance(self.inlier_pool, (int, float)) or not 0 < self.inlier_pool <= 1:
-            raise ValueError(f"inlier_pool must be in (0, 1], got inlier_pool={self.inlier_pool!r}")
+        pool = self.inlier_pool
+        if pool is not None and (not isinstance(pool, (int, float)) or not 0 < pool <= 1):
+            raise ValueError(f"inlier_pool must be in (0, 1] or None, got inlier_pool={pool!r}")
         object.__setattr__(self, "num_clients", self.clients_per_class * self.num_classes)
+
+    @property
+    def inlier_share(self) -> float:
+        """Fraction of each class in the inlier pool (``inlier_pool`` or ``1 - d``)."""
+        return 1 - float(self.outlier_fraction) if self.inlier_pool is None else self.inlier_pool
 
     def inlier_classes(self) -> NDArray[np.int64]:
         """Inlier class of every client: ``client // clients_per_class``.
@@ -318,7 +328,7 @@ class InlierOutlier(Partitioner):
         outlier_pool: list[NDArray[np.int64]] = []
         for c in range(self.num_classes):
             idx = rng.permutation(np.flatnonzero(y == c)).astype(np.int64)
-            n_in = round(self.inlier_pool * len(idx))
+            n_in = round(self.inlier_share * len(idx))
             if n_in < p:
                 raise ValueError(
                     f"class {c} has {n_in} inliers, fewer than clients_per_class={p}; "
