@@ -233,15 +233,18 @@ class FederatedDataModule:
     # ------------------------------------------------------------------- data
     def client_indices(self, cid: int) -> NDArray[np.int64]:
         """Indices into the training set of client ``cid``'s samples."""
-        return self._parts[self._check_cid(cid)]
+        cid = self._check_cid(cid)  # first: it runs setup()
+        return self._parts[cid]
 
     def num_samples(self, cid: int) -> int:
         """Number of training samples of client ``cid``."""
-        return len(self._parts[self._check_cid(cid)])
+        cid = self._check_cid(cid)
+        return len(self._parts[cid])
 
     def client_data(self, cid: int) -> tuple[Tensor, Tensor]:
         """Client ``cid``'s training tensors ``(x, y)`` (shared; do not modify in place)."""
-        return self._client[self._check_cid(cid)]
+        cid = self._check_cid(cid)
+        return self._client[cid]
 
     def train_loader(self, cid: int, seed: int = 0) -> TensorLoader:
         """Shuffled training batches of client ``cid``.
