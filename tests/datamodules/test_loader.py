@@ -61,15 +61,15 @@ def test_empty_loader() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("batch_size", "seed", "match"),
     [
-        ({"batch_size": 0}, "batch_size must be an integer >= 1, got batch_size=0"),
-        ({"batch_size": 2, "seed": -1}, "seed must be an integer >= 0"),
+        (0, 0, "batch_size must be an integer >= 1, got batch_size=0"),
+        (2, -1, "seed must be an integer >= 0"),
     ],
 )
-def test_bad_input(kwargs: dict[str, int], match: str) -> None:
+def test_bad_input(batch_size: int, seed: int, match: str) -> None:
     x, y = make(4)
     with pytest.raises(ValueError, match=match):
-        TensorLoader(x, y, **kwargs)
+        TensorLoader(x, y, batch_size, seed=seed)
     with pytest.raises(ValueError, match="same length"):
         TensorLoader(x, y[:3], batch_size=1)
