@@ -156,7 +156,7 @@ def plot_partition(
             xs,
             hist[:, c],
             bottom=bottom,
-            width=1.0,
+            width=0.85 if k <= 100 else 1.0,
             color=cmap(c % cmap.N),
             label=label,
             linewidth=0,
