@@ -1,0 +1,337 @@
+"""FedMorph: clients train a morphed sub-network; the server distils it back into the masks.
+
+One round (Algorithm 1 of seed 004): the server cuts the sub-network its soft masks keep
+(``v >= 0``) and broadcasts it; clients train it (eq. 3); the server averages their updates
+into the mapped part of its full network (the paper's training trick 2); every
+``distill_every`` rounds it distils the aggregated sub-network into (full weights, masks) on
+unlabeled data, minimising the Jensen-Shannon divergence plus ``lam`` times the relaxed
+parameter (or FLOP) count (eq. 5 and the missing eq. 7), then morphs the next sub-network.
+
+References:
+    Z. Wang et al., "FedMorph: Communication Efficient Federated Learning via Morphing
+    Neural Network" (seed 004), eq. (4)-(6), Algorithm 1, section 5.1 ("Training Tricks")
+    and appendix B.2; T. Li et al., "Federated Optimization in Heterogeneous Networks",
+    MLSys 2020 (FedMorphProx).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from typing_extensions import override
+
+from fedlightning.algorithms.base import ClientContext
+from fedlightning.algorithms.subnetwork import SubNetworkAlgorithm
+from fedlightning.codecs import Codec
+from fedlightning.models.masked.base import MaskedClassifier
+from fedlightning.models.masked.functional import js_divergence
+from fedlightning.models.masked.morph import Kept, cut, kept_from_masks, relaxed_size
+
+if TYPE_CHECKING:
+    from fedlightning.datamodules import FederatedDataModule
+    from fedlightning.trainer import FederatedTrainer
+
+__all__ = ["FedMorph", "FedMorphProx", "distill"]
+
+_STREAM_DISTILL = 47
+_STREAM_SUBSET = 53
+
+
+def distill(
+    student: MaskedClassifier,
+    teacher: nn.Module,
+    inputs: Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    lam: float,
+    regularizer: str = "params",
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Distil ``teacher`` into the masked ``student``'s weights and mask logits (eq. 7).
+
+    Minimises ``JS(student(x) || teacher(x)) + lam * relaxed_size(student)`` over the
+    unlabeled ``inputs`` with SGD; the student's masks are noisy (eq. 6) while it trains.
+    Mask logits get no weight decay.
+
+    Args:
+        student: The server's masked network (trained in place).
+        teacher: The aggregated sub-network (evaluation mode, frozen).
+        inputs: Unlabeled images ``(N, C, H, W)``.
+        epochs: Passes over ``inputs``, >= 1.
+        batch_size: Images per step, >= 1.
+        lr: SGD learning rate, > 0.
+        lam: Weight of the relaxed size, >= 0.
+        regularizer: ``"params"`` or ``"flops"``.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay on the weights.
+        generator: Randomness of the batch order and of the mask noise.
+
+    Returns:
+        ``distill_js`` (mean JS over the last epoch), ``distill_size`` (relaxed size at the
+        end) and ``distill_steps``.
+
+    Raises:
+        ValueError: For a setting outside what is allowed.
+
+    References:
+        Seed 004, eq. (4)-(6); NOTES.md for eq. (7).
+    """
+    if not student.masked:
+        raise ValueError("distill needs a masked student (masked=True)")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got lr={lr!r}")
+    if not lam >= 0:
+        raise ValueError(f"lam must be >= 0, got lam={lam!r}")
+    if inputs.ndim != 4 or inputs.shape[0] == 0:
+        raise ValueError(
+            f"inputs must be a non-empty (N, C, H, W) tensor, got {tuple(inputs.shape)}"
+        )
+    optimizer = torch.optim.SGD(
+        [
+            {"params": student.weight_parameters(), "weight_decay": weight_decay},
+            {"params": list(student.mask_logits.parameters()), "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=momentum,
+    )
+    teacher.eval()
+    student.train()
+    student.noise_generator = generator
+    steps = 0
+    js_sum, js_count = 0.0, 0
+    try:
+        for _ in range(epochs):
+            js_sum, js_count = 0.0, 0
+            order = torch.randperm(inputs.shape[0], generator=generator)
+            for start in range(0, inputs.shape[0], batch_size):
+                x = inputs[order[start : start + batch_size]]
+                with torch.no_grad():
+                    target = teacher(x)
+                js = js_divergence(student(x), target)
+                loss = js + lam * relaxed_size(student, regularizer).to(js.dtype)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                js_sum += float(js.detach()) * x.shape[0]
+                js_count += x.shape[0]
+                steps += 1
+    finally:
+        student.noise_generator = None
+    student.eval()
+    return {
+        "distill_js": js_sum / max(js_count, 1),
+        "distill_size": float(relaxed_size(student, regularizer).detach()),
+        "distill_steps": float(steps),
+    }
+
+
+class FedMorph(SubNetworkAlgorithm):
+    """FedMorph: morph a smaller sub-network each round by distillation with soft masks.
+
+    The global model must be a masked network (e.g.
+    :class:`~fedlightning.models.masked.MaskedResNet8`); its mask logits decide the
+    sub-network every client trains. Defaults are the paper's for ResNet8 / MNIST (appendix
+    B.2, table 3): distil every 10 rounds for 2 epochs, lr 0.01, batch 50, ``lam`` 1.6e-6 on
+    the parameter count, on the test images without labels.
+
+    Args:
+        distill_data: Unlabeled images to distil on; default: the datamodule's test images,
+            as in the paper ("the knowledge distillation dataset as the test dataset without
+            label information").
+        distill_samples: Use a seeded random subset of this many distillation images.
+        distill_every: Distil every this many rounds (training trick 1), >= 1.
+        distill_epochs: Epochs per distillation, >= 1.
+        distill_lr: Distillation SGD learning rate.
+        distill_batch_size: Distillation batch size.
+        lam: Weight of the relaxed size (``lambda`` of eq. 5), >= 0.
+        regularizer: ``"params"`` or ``"flops"``.
+        momentum: Distillation SGD momentum.
+        weight_decay: Distillation SGD weight decay.
+        uplink: Codec for client updates, e.g. ``TopK(0.1)``.
+        downlink: Codec for the sub-network weights.
+
+    Raises:
+        ValueError: For a setting outside what is allowed; the message names it.
+
+    Example:
+        >>> from fedlightning.codecs import TopK
+        >>> algorithm = FedMorph(uplink=TopK(0.1), distill_every=10, lam=1.6e-6)
+
+    References:
+        Seed 004, Algorithm 1, eq. (4)-(7), section 5.1 and appendix B.2.
+    """
+
+    def __init__(
+        self,
+        *,
+        distill_data: Tensor | None = None,
+        distill_samples: int | None = None,
+        distill_every: int = 10,
+        distill_epochs: int = 2,
+        distill_lr: float = 0.01,
+        distill_batch_size: int = 50,
+        lam: float = 1.6e-6,
+        regularizer: str = "params",
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        uplink: Codec | None = None,
+        downlink: Codec | None = None,
+    ) -> None:
+        for name, value in (
+            ("distill_every", distill_every),
+            ("distill_epochs", distill_epochs),
+            ("distill_batch_size", distill_batch_size),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
+        if distill_samples is not None and (
+            not isinstance(distill_samples, int) or distill_samples < 1
+        ):
+            raise ValueError(
+                f"distill_samples must be None or an integer >= 1, got "
+                f"distill_samples={distill_samples!r}"
+            )
+        if not distill_lr > 0:
+            raise ValueError(f"distill_lr must be > 0, got distill_lr={distill_lr!r}")
+        if not lam >= 0:
+            raise ValueError(f"lam must be >= 0, got lam={lam!r}")
+        if regularizer not in ("params", "flops"):
+            raise ValueError(
+                f"regularizer must be 'params' or 'flops', got regularizer={regularizer!r}"
+            )
+        if distill_data is not None and (distill_data.ndim != 4 or distill_data.shape[0] == 0):
+            raise ValueError(
+                "distill_data must be a non-empty (N, C, H, W) tensor, got shape "
+                f"{tuple(distill_data.shape)}"
+            )
+        super().__init__(uplink=uplink, downlink=downlink)
+        self.distill_data = distill_data
+        self.distill_samples = distill_samples
+        self.distill_every = distill_every
+        self.distill_epochs = distill_epochs
+        self.distill_lr = float(distill_lr)
+        self.distill_batch_size = distill_batch_size
+        self.lam = float(lam)
+        self.regularizer = regularizer
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.layer_history: list[dict[str, float]] = []
+        self._inputs: Tensor | None = None
+
+    @override
+    def setup(
+        self, trainer: FederatedTrainer, model: LightningModule, datamodule: FederatedDataModule
+    ) -> None:
+        super().setup(trainer, model, datamodule)
+        inputs = self.distill_data
+        if inputs is None:
+            inputs = torch.cat([batch[0] for batch in datamodule.test_loader()])
+        if self.distill_samples is not None and self.distill_samples < inputs.shape[0]:
+            gen = torch.Generator().manual_seed(trainer.seed_for(0, _STREAM_SUBSET))
+            inputs = inputs[torch.randperm(inputs.shape[0], generator=gen)[: self.distill_samples]]
+        self._inputs = inputs
+        if not self.layer_history:
+            self._record_layers(0)
+
+    @override
+    def kept(self, round: int, client: int) -> Kept:
+        return kept_from_masks(self.model)
+
+    def layer_ratios(self) -> dict[str, float]:
+        """Share of channels the masks keep in every group (the paper's Figure 3)."""
+        return {
+            g: float(idx.numel()) / self.model.full_widths[g]
+            for g, idx in kept_from_masks(self.model).items()
+        }
+
+    def _record_layers(self, round: int) -> None:
+        self.layer_history.append({"round": float(round), **self.layer_ratios()})
+
+    @override
+    def on_round_end(self, round: int) -> None:
+        """Every ``distill_every`` rounds: distil the aggregated sub-network, re-morph."""
+        if round % self.distill_every != 0:
+            return
+        assert self._inputs is not None
+        teacher = cut(self.model, self.kept_for(round, -1))
+        gen = torch.Generator().manual_seed(self.trainer.seed_for(round, _STREAM_DISTILL))
+        metrics = distill(
+            self.model,
+            teacher,
+            self._inputs,
+            epochs=self.distill_epochs,
+            batch_size=self.distill_batch_size,
+            lr=self.distill_lr,
+            lam=self.lam,
+            regularizer=self.regularizer,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            generator=gen,
+        )
+        self._record_layers(round)
+        self.trainer.log_metrics(metrics)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "layer_history": [dict(h) for h in self.layer_history]}
+
+    @override
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.layer_history = [dict(h) for h in state.get("layer_history", [])]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(distill_every={self.distill_every}, "
+            f"distill_epochs={self.distill_epochs}, distill_lr={self.distill_lr}, "
+            f"lam={self.lam}, regularizer={self.regularizer!r}, uplink={self.uplink!r}, "
+            f"downlink={self.downlink!r})"
+        )
+
+
+class FedMorphProx(FedMorph):
+    """FedMorph whose clients add FedProx's proximal term ``mu / 2 * ||w - w_received||^2``.
+
+    Args:
+        mu: Proximal coefficient, >= 0 (paper: 1e-2 for CIFAR-10).
+        **kwargs: :class:`FedMorph`'s arguments.
+
+    Raises:
+        ValueError: If ``mu`` is negative.
+
+    References:
+        Seed 004, section 5.5; T. Li et al., "Federated Optimization in Heterogeneous
+        Networks", MLSys 2020.
+    """
+
+    def __init__(self, mu: float = 0.01, **kwargs: Any) -> None:
+        if not mu >= 0:
+            raise ValueError(f"FedMorphProx mu must be >= 0, got mu={mu!r}")
+        super().__init__(**kwargs)
+        self.mu = float(mu)
+
+    @override
+    def training_loss(
+        self, ctx: ClientContext, module: LightningModule, batch: Any, loss: Tensor
+    ) -> Tensor:
+        if self.mu == 0.0:
+            return loss
+        prox = sum(
+            ((p - ctx.received[n]) ** 2).sum()
+            for n, p in module.named_parameters()
+            if n in ctx.received
+        )
+        return loss + 0.5 * self.mu * prox
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("FedMorphProx(", f"FedMorphProx(mu={self.mu}, ", 1)
