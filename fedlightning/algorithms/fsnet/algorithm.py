@@ -1,0 +1,328 @@
+"""Fed-FSNet: FedAvg plus server-synthesized "mimic IID" samples and a KL-to-uniform
+regularizer on them (Algorithm 1 of the paper).
+
+One round, in the library's hooks:
+
+* ``server_message``: the global weights, plus the synthetic samples D' (extras) and the
+  round's beta (a scalar) once D' exists (from round 2; round 1 is plain FedAvg, as in
+  Algorithm 1, line 3);
+* ``training_loss`` (client): eq. (11), cross-entropy + beta * KL(U || P(y|x')) on D';
+* ``client_message`` (client): the weight update plus the client's mean and variance
+  (extras, so their bytes are counted);
+* ``aggregate`` (server): FedAvg, and the clients' statistics are kept (latest per client);
+* ``on_round_end`` (server): train the hidden model H through the frozen global model on
+  the Gaussian mixture of all statistics received so far (eq. 3), then synthesize D' from
+  the matrix S of eq. (9).
+
+References:
+    J. Guo, S. Guo, J. Zhang, Z. Liu, "Fed-FSNet: Mitigating Non-I.I.D. Federated Learning
+    via Fuzzy Synthesizing Network", arXiv:2208.12044, 2022.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from typing_extensions import override
+
+from fedlightning.algorithms.base import Algorithm, ClientContext, Reply
+from fedlightning.algorithms.fsnet.functional import (
+    MixtureWeights,
+    Statistics,
+    client_statistics,
+    kl_uniform,
+    synthesis_matrix,
+)
+from fedlightning.algorithms.fsnet.hidden import HiddenModel, MixturePrior, train_hidden_model
+from fedlightning.algorithms.fsnet.schedules import BetaSchedule, StepDecay
+from fedlightning.codecs import Codec
+from fedlightning.messages import Message
+
+if TYPE_CHECKING:
+    from fedlightning.datamodules import FederatedDataModule
+    from fedlightning.trainer import FederatedTrainer
+
+__all__ = ["FedFSNet"]
+
+SYNTHETIC = "synthetic"
+MEAN = "mean"
+VARIANCE = "variance"
+BETA = "beta"
+
+_STREAM_HIDDEN = 3003
+
+
+class FedFSNet(Algorithm):
+    """Fed-FSNet: a server-side fuzzy synthesizing network regularizes non-IID clients.
+
+    Hyper-parameters default to the paper's values where it gives them (60 synthetic
+    samples, beta = 1 divided by 10 every 10 rounds, scalar client statistics, mixture
+    coefficients summing to 1). Where it is silent, the choices are documented on each
+    argument and in ``docs/fsnet.md``.
+
+    Args:
+        num_synthetic: Size of D' (section 4.5: 60), >= 1.
+        beta: Schedule of the regularizer weight; any ``round -> float`` callable
+            (default :class:`~fedlightning.algorithms.fsnet.StepDecay`: 1, /10 every 10
+            rounds, section 4.3).
+        statistics: ``"scalar"``: each client sends one mean and one variance (section
+            3.2.1, "two simple scalars"); ``"pixel"``: per-feature mean and variance.
+        mixture_weights: How the mixture coefficients pi_k are chosen (the paper: they are
+            "variational" and sum to 1): ``"dirichlet"`` (redrawn every hidden-model batch,
+            default), ``"samples"`` (sample shares) or ``"uniform"``.
+        dominance: Range of the dominant entry C_i of each row of S (eq. 9), drawn
+            uniformly; the paper only asks C_i >> epsilon.
+        hidden_widths: Hidden layer widths of the default hidden model
+            (:class:`~fedlightning.algorithms.fsnet.HiddenModel`); override
+            :meth:`make_hidden_model` for another architecture.
+        hidden_steps: Adam steps of hidden-model training per round (not in the paper).
+        hidden_batch_size: Mixture draws per hidden-model step (not in the paper).
+        hidden_lr: Adam learning rate of the hidden model (not in the paper).
+        uplink: Codec for client updates.
+        downlink: Codec for the global weights (D' travels as it is).
+        local_bn: Keep BatchNorm layers local.
+
+    Raises:
+        ValueError: If a setting is out of range.
+
+    Example:
+        >>> from fedlightning.algorithms.fsnet import ConstantBeta
+        >>> algorithm = FedFSNet(num_synthetic=60, beta=ConstantBeta(0.5))
+
+    References:
+        J. Guo et al., "Fed-FSNet: Mitigating Non-I.I.D. Federated Learning via Fuzzy
+        Synthesizing Network", arXiv:2208.12044, 2022 (eq. 3, 9, 11; Algorithm 1).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_synthetic: int = 60,
+        beta: BetaSchedule | None = None,
+        statistics: Statistics = "scalar",
+        mixture_weights: MixtureWeights = "dirichlet",
+        dominance: tuple[float, float] = (0.7, 0.95),
+        hidden_widths: Sequence[int] = (256, 512),
+        hidden_steps: int = 200,
+        hidden_batch_size: int = 128,
+        hidden_lr: float = 1e-3,
+        uplink: Codec | None = None,
+        downlink: Codec | None = None,
+        local_bn: bool = False,
+    ) -> None:
+        super().__init__(uplink=uplink, downlink=downlink, local_bn=local_bn)
+        for name, value in (
+            ("num_synthetic", num_synthetic),
+            ("hidden_steps", hidden_steps),
+            ("hidden_batch_size", hidden_batch_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
+        if statistics not in ("scalar", "pixel"):
+            raise ValueError(
+                f"statistics must be 'scalar' or 'pixel', got statistics={statistics!r}"
+            )
+        if mixture_weights not in ("dirichlet", "samples", "uniform"):
+            raise ValueError(
+                "mixture_weights must be 'dirichlet', 'samples' or 'uniform', got "
+                f"mixture_weights={mixture_weights!r}"
+            )
+        if not (math.isfinite(hidden_lr) and hidden_lr > 0):
+            raise ValueError(f"hidden_lr must be > 0, got hidden_lr={hidden_lr}")
+        if len(tuple(dominance)) != 2 or not 0.0 < dominance[0] <= dominance[1] <= 1.0:
+            raise ValueError(
+                f"dominance must be (low, high) with 0 < low <= high <= 1, got "
+                f"dominance={dominance}"
+            )
+        if beta is not None and not callable(beta):
+            raise ValueError(f"beta must be a callable round -> float, got beta={beta!r}")
+        self.num_synthetic = num_synthetic
+        self.beta: BetaSchedule = beta if beta is not None else StepDecay()
+        self.statistics: Statistics = statistics
+        self.mixture_weights: MixtureWeights = mixture_weights
+        self.dominance = (float(dominance[0]), float(dominance[1]))
+        self.hidden_widths = tuple(int(w) for w in hidden_widths)
+        self.hidden_steps = hidden_steps
+        self.hidden_batch_size = hidden_batch_size
+        self.hidden_lr = float(hidden_lr)
+        self._hidden: nn.Module | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self.num_classes = 0
+        self.input_shape: tuple[int, ...] = ()
+        self.client_stats: dict[int, tuple[Tensor, Tensor, int]] = {}
+        self.synthetic: Tensor | None = None
+        self.synthetic_classes: Tensor | None = None
+
+    # ------------------------------------------------------------------ server
+    @property
+    def hidden_model(self) -> nn.Module:
+        """The hidden model H (built in :meth:`setup`)."""
+        if self._hidden is None:
+            raise RuntimeError("FedFSNet is not set up: call trainer.fit first")
+        return self._hidden
+
+    def make_hidden_model(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+        """Build H: probabilities ``(N, num_classes)`` -> samples ``(N, *input_shape)``.
+
+        Override for another decoder architecture.
+        """
+        return HiddenModel(num_classes, input_shape, self.hidden_widths)
+
+    @override
+    def setup(
+        self, trainer: FederatedTrainer, model: LightningModule, datamodule: FederatedDataModule
+    ) -> None:
+        super().setup(trainer, model, datamodule)
+        num_classes = int(datamodule.num_classes)
+        if num_classes < 2:
+            raise ValueError(f"FedFSNet needs >= 2 classes, got num_classes={num_classes}")
+        if self.dominance[0] <= 1.0 / num_classes:
+            raise ValueError(
+                f"dominance must start above 1/num_classes = {1.0 / num_classes:.4g} so that "
+                f"C_i dominates, got dominance={self.dominance}"
+            )
+        self.num_classes = num_classes
+        self.input_shape = tuple(int(s) for s in datamodule.input_shape)
+        generator_seed = trainer.seed_for(0, _STREAM_HIDDEN)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(generator_seed)
+            self._hidden = self.make_hidden_model(self.num_classes, self.input_shape)
+        self._optimizer = torch.optim.Adam(self._hidden.parameters(), lr=self.hidden_lr)
+        self.client_stats = {}
+        self.synthetic = None
+        self.synthetic_classes = None
+
+    @override
+    def server_message(self, round: int, client: int) -> Message:
+        """The global weights; from round 2 on, plus D' (extras) and beta (a scalar)."""
+        if self.synthetic is None:
+            return Message(self.global_state(), codec=self.downlink)
+        return Message(
+            self.global_state(),
+            extras={SYNTHETIC: self.synthetic},
+            scalars={BETA: float(self.beta(round))},
+            codec=self.downlink,
+        )
+
+    @override
+    def aggregate(self, round: int, replies: list[Reply]) -> None:
+        """FedAvg, then keep each replying client's latest (mean, variance, sample count)."""
+        super().aggregate(round, replies)
+        for reply in replies:
+            extras = reply.message.extras
+            if MEAN in extras and VARIANCE in extras:
+                self.client_stats[reply.client] = (
+                    extras[MEAN].detach().clone(),
+                    extras[VARIANCE].detach().clone(),
+                    int(reply.num_samples),
+                )
+
+    def prior(self) -> MixturePrior:
+        """The Gaussian mixture of every client's latest statistics, by client id."""
+        if not self.client_stats:
+            raise RuntimeError("no client statistics received yet")
+        clients = sorted(self.client_stats)
+        return MixturePrior(
+            means=torch.stack([self.client_stats[c][0] for c in clients]),
+            variances=torch.stack([self.client_stats[c][1] for c in clients]),
+            num_samples=torch.tensor([self.client_stats[c][2] for c in clients]),
+            weights=self.mixture_weights,
+        )
+
+    @override
+    def on_round_end(self, round: int) -> None:
+        """Train H on eq. (3) through the frozen global model, then synthesize D' (eq. 9)."""
+        if not self.client_stats:
+            return
+        hidden, optimizer = self.hidden_model, self._optimizer
+        assert optimizer is not None
+        generator = torch.Generator().manual_seed(self.trainer.seed_for(round, _STREAM_HIDDEN))
+        model = self.global_model
+        was_training = model.training
+        model.eval()
+        try:
+            losses = train_hidden_model(
+                hidden,
+                model,
+                self.prior(),
+                optimizer,
+                steps=self.hidden_steps,
+                batch_size=self.hidden_batch_size,
+                input_shape=self.input_shape,
+                generator=generator,
+            )
+            s, classes = synthesis_matrix(
+                self.num_classes, self.num_synthetic, self.dominance, generator
+            )
+            hidden.eval()
+            with torch.no_grad():
+                synthetic = hidden(s).detach().to(torch.float32).contiguous()
+                agreement = float((model(synthetic).argmax(dim=1) == classes).float().mean())
+        finally:
+            model.train(was_training)
+        self.synthetic, self.synthetic_classes = synthetic, classes
+        tail = losses[-max(1, len(losses) // 10) :]
+        self.trainer.log_metrics(
+            {
+                "fsnet_hidden_loss": sum(tail) / len(tail),
+                "fsnet_synthetic_agreement": agreement,
+                "fsnet_beta_next": float(self.beta(round + 1)),
+            }
+        )
+
+    # ------------------------------------------------------------------ client
+    @override
+    def training_loss(
+        self, ctx: ClientContext, module: LightningModule, batch: Any, loss: Tensor
+    ) -> Tensor:
+        """Eq. (11): ``loss + beta * KL(U || P(y | x'))`` averaged over D'."""
+        synthetic = ctx.message.extras.get(SYNTHETIC)
+        beta = ctx.message.scalars.get(BETA, 0.0)
+        if synthetic is None or beta == 0.0:
+            return loss
+        logits = module(synthetic.to(module.device))
+        return loss + beta * kl_uniform(logits)
+
+    @override
+    def client_message(self, ctx: ClientContext, module: LightningModule) -> Message:
+        """The weight update, plus this client's input mean and variance as extras."""
+        message = super().client_message(ctx, module)
+        x, _ = self.trainer.datamodule.client_data(ctx.client)
+        mean, variance = client_statistics(x, self.statistics)
+        message.extras[MEAN] = mean
+        message.extras[VARIANCE] = variance
+        return message
+
+    # ------------------------------------------------------------------ state
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "hidden": self.hidden_model.state_dict(),
+            "optimizer": self._optimizer.state_dict() if self._optimizer is not None else None,
+            "client_stats": dict(self.client_stats),
+            "synthetic": self.synthetic,
+            "synthetic_classes": self.synthetic_classes,
+        }
+
+    @override
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.hidden_model.load_state_dict(state["hidden"])
+        if self._optimizer is not None and state.get("optimizer") is not None:
+            self._optimizer.load_state_dict(state["optimizer"])
+        self.client_stats = dict(state["client_stats"])
+        self.synthetic = state["synthetic"]
+        self.synthetic_classes = state["synthetic_classes"]
+
+    def __repr__(self) -> str:
+        return (
+            f"FedFSNet(num_synthetic={self.num_synthetic}, beta={self.beta!r}, "
+            f"statistics={self.statistics!r}, mixture_weights={self.mixture_weights!r}, "
+            f"dominance={self.dominance}, hidden_widths={self.hidden_widths}, "
+            f"hidden_steps={self.hidden_steps}, hidden_batch_size={self.hidden_batch_size}, "
+            f"hidden_lr={self.hidden_lr}, uplink={self.uplink!r}, downlink={self.downlink!r})"
+        )
