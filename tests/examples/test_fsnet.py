@@ -1,0 +1,75 @@
+"""Tests of examples/fsnet.py on small generated tensors of Fashion-MNIST's shape."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fsnet.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fsnet_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fsnet_example"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pair(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    x = 0.3 * torch.rand(n, 1, 28, 28, generator=g)
+    for i, label in enumerate(y.tolist()):
+        x[i, 0, 2 * label : 2 * label + 6, :] += 0.7  # a class-specific band
+    return x, y
+
+
+def test_quick_defaults_and_protocol_defaults() -> None:
+    example = _load()
+    full = example.parse_args(["--output-dir", "x"])
+    assert (full.clients, full.fraction, full.rounds, full.local_epochs) == (100, 0.1, 50, 10)
+    assert (full.batch_size, full.lr, full.num_synthetic) == (60, 0.01, 60)
+    assert full.method_list == ["fedavg_iid", "fedavg", "fedprox", "fedfsnet"]
+    quick = example.parse_args(["--output-dir", "x", "--quick"])
+    assert quick.rounds < full.rounds and quick.clients < full.clients
+    with pytest.raises(SystemExit):
+        example.parse_args(["--output-dir", "x", "--methods", "fedavg,scaffold"])
+
+
+def test_runs_every_method_and_writes_results_and_figures(tmp_path: Path) -> None:
+    example = _load()
+    rounds, clients_per_round, synthetic = 2, 2, 10
+    argv = [
+        "--output-dir", str(tmp_path), "--logger", "none", "--clients", "4",
+        "--fraction", "0.5", "--rounds", str(rounds), "--local-epochs", "1",
+        "--num-synthetic", str(synthetic), "--hidden-steps", "2",
+    ]  # fmt: skip
+    results = example.main(argv, data=(_pair(200, 0), _pair(50, 1)))
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["methods"].keys() == {"fedavg_iid", "fedavg", "fedprox", "fedfsnet"}
+    for summary in on_disk["methods"].values():
+        assert {"acc_global", "acc_local", "curve", "bytes_down", "bytes_up", "wall_s"} <= set(
+            summary
+        )
+        assert [c["round"] for c in summary["curve"]] == [1, 2]
+        assert all(0.0 <= c["acc_global"] <= 1.0 for c in summary["curve"])
+        assert summary["acc_global"] == summary["curve"][-1]["acc_global"]
+    methods = results["methods"]
+    # D' is the only extra downlink: (rounds - 1) rounds x clients x samples x 28*28 floats,
+    # plus the 8-byte beta scalar per message.
+    extra = (rounds - 1) * clients_per_round * (synthetic * 28 * 28 * 4 + 8)
+    assert methods["fedfsnet"]["bytes_down"] - methods["fedavg"]["bytes_down"] == extra
+    assert results["fedfsnet_extra_downlink_share"] == pytest.approx(
+        (rounds - 1) * synthetic * 28 * 28 * 4 / (rounds * 19_670 * 4)
+    )
+    assert "fedfsnet_minus_fedavg" in results
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+    assert (tmp_path / "synthetic.png").stat().st_size > 0
