@@ -73,3 +73,18 @@ def test_runs_every_method_and_writes_results_and_figures(tmp_path: Path) -> Non
     assert "fedfsnet_minus_fedavg" in results
     assert (tmp_path / "accuracy.png").stat().st_size > 0
     assert (tmp_path / "synthetic.png").stat().st_size > 0
+
+
+def test_yaml_config_builds_fedfsnet_with_the_papers_settings() -> None:
+    from fedlightning.algorithms.fsnet import FedFSNet, StepDecay
+    from fedlightning.cli import build_parser
+
+    config = EXAMPLE.parent / "configs" / "fsnet.yaml"
+    parser = build_parser()
+    cfg = parser.parse_args(["fit", "--config", str(config), "--trainer.rounds", "1"])
+    trainer = parser.instantiate_classes(cfg).fit.trainer
+    algorithm = trainer.algorithm
+    assert isinstance(algorithm, FedFSNet)
+    assert algorithm.beta == StepDecay(1.0, 0.1, 10)
+    assert algorithm.num_synthetic == 60
+    assert (trainer.fraction, trainer.plan.epochs, trainer.rounds) == (0.1, 10, 1)
