@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
@@ -152,10 +152,11 @@ class ClassifierFeatures(nn.Module):
         self.num_features = classifier.embedding_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        """Features of shape ``(N, num_features)``, in float32."""
+        """Features of shape ``(N, num_features)``, in the classifier's dtype."""
         self.classifier.eval()
+        dtype = next(self.classifier.parameters()).dtype
         with torch.no_grad():
-            return self.classifier.embed(x.float())
+            return self.classifier.embed(x.to(dtype))
 
 
 def fit_classifier(

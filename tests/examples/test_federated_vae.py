@@ -1,0 +1,101 @@
+"""The federated VAE example (seed 002) end to end, on generated MNIST-shaped IDX files."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import math
+import struct
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from fedlightning.cli import build_parser
+from fedlightning.models import ConvVAE
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {"test_elbo", "test_recon", "test_kl", "frechet_distance", "sample_confidence", "wall_s"}
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_idx(directory: Path, split: str, n: int, seed: int) -> None:
+    """MNIST-format files: a digit-like bright bar whose position is the label."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 4:24, 2 + 2 * label : 5 + 2 * label] = 255
+    stem = "train" if split == "train" else "t10k"
+    with gzip.open(directory / f"{stem}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
+    with gzip.open(directory / f"{stem}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 0x801, n) + labels.tobytes())
+
+
+def test_quick_run_writes_the_results_contract_and_pictures(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_idx(data, "train", 600, seed=0)
+    _write_idx(data, "test", 300, seed=1)
+    out = tmp_path / "out"
+    example = _load("federated_vae")
+    flags = ["--dataset", "mnist", "--no-download", "--quick", "--logger", "wandb"]
+    example.main([*flags, "--data-dir", str(data), "--output-dir", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    assert {"centralized", "federated", "bytes", "config", "seed", "version", "wall_s"} <= set(
+        results
+    )
+    for run in ("centralized", "federated"):
+        assert set(results[run]) >= KEYS
+        for key in KEYS:
+            assert math.isfinite(results[run][key])
+        assert results[run]["test_elbo"] == pytest.approx(
+            -(results[run]["test_recon"] + results[run]["test_kl"]), rel=1e-4
+        )
+        assert results[run]["frechet_distance"] > 0
+        assert 0.1 <= results[run]["sample_confidence"] <= 1.0
+    quick = example.QUICK
+    # Per-epoch and per-round curves, with the clients' local recon / KL means per round.
+    assert [h["epoch"] for h in results["centralized"]["history"]] == [1, 2]
+    federated = results["federated"]["history"]
+    assert [h["round"] for h in federated] == list(range(1, quick["rounds"] + 1))
+    assert {"train_recon", "train_kl", "train_loss", "test_elbo"} <= set(federated[-1])
+    # The whole VAE state (float32 weights and BatchNorm buffers, int64 batch counters) goes
+    # to each of 4 clients per round; each reply adds its sample count (8 bytes).
+    state = ConvVAE().state_dict()
+    state_bytes = sum(t.numel() * t.element_size() for t in state.values())
+    messages = 4 * quick["rounds"]
+    assert results["bytes"]["down"] == messages * state_bytes
+    assert results["bytes"]["up"] == messages * (state_bytes + 8)
+    assert results["num_parameters"] == 11_087_731
+    assert results["config"]["dataset"] == "mnist"
+    for name in example.FIGURES:
+        assert (out / f"{name}.png").stat().st_size > 5_000
+    # The pictures are logged to the (offline) W&B run as images.
+    run_dir = Path(results["loggers"]["federated"])
+    media = list(run_dir.glob("media/images/*.png"))
+    assert len(media) >= len(example.FIGURES)
+
+
+def test_yaml_config_is_seed_002s_federated_protocol() -> None:
+    parser = build_parser()
+    cfg = parser.parse_args(["fit", "--config", str(ROOT / "examples/configs/federated_vae.yaml")])
+    fit_parser = parser._subcommands_action._name_parser_map["fit"]  # type: ignore[union-attr]
+    init = fit_parser.instantiate_classes(cfg.fit)
+    assert isinstance(init.model, ConvVAE) and init.model.num_parameters == 11_087_731
+    assert init.model.lr == 1e-3 and init.model.beta == 1.0
+    assert init.data.partition.num_clients == 4 and init.data.batch_size == 128
+    assert cfg.fit.trainer.rounds == 15 and cfg.fit.trainer.local_epochs == 6
+    assert type(init.trainer.algorithm).__name__ == "FedAvg"
