@@ -524,8 +524,8 @@ class FederatedTrainer:
     def _log_hyperparams(self) -> None:
         params = dict(self.config)
         datamodule = self._datamodule
-        if datamodule is not None and hasattr(datamodule, "hparams_dict"):
-            params["data"] = datamodule.hparams_dict()
+        if datamodule is not None and hasattr(datamodule, "hparams"):
+            params["data"] = datamodule.hparams
         for i, lg in enumerate(self.loggers):
             try:
                 lg.log_hyperparams(params)
