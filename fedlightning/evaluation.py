@@ -42,7 +42,8 @@ def evaluate(
 
     Runs ``test_step`` (or ``validation_step`` when there is no ``test_step``) with
     ``self.log`` captured; logged values are averaged weighted by batch size. Each metric in
-    ``metrics`` is updated with ``(module(x), y)`` for batches of the form ``(x, y)``.
+    ``metrics`` is updated with ``(module(x), y)`` for batches of the form ``(x, y)``; when the
+    step itself calls ``module(x)``, that output is reused instead of a second forward pass.
 
     Args:
         module: The model.
@@ -65,17 +66,30 @@ def evaluate(
     was_training = module.training
     module.eval()
     sink = LogSink()
-    with torch.no_grad(), capture_logs(module, sink):
-        for batch_idx, batch in enumerate(loader):
-            sink.weight = float(_batch_size(batch))
-            if step_name is not None:
-                getattr(module, step_name)(batch, batch_idx)
-            if metrics:
-                x, y = batch[0], batch[1]
-                out = module(x)
-                for metric in metrics.values():
-                    metric.update(out, y)
-    module.train(was_training)
+    # The step's own forward pass is reused for the metrics when it calls module(x).
+    seen: list[Any] = []
+    handle = (
+        module.register_forward_hook(lambda _m, args, out: seen.append((args, out)))
+        if metrics and step_name is not None
+        else None
+    )
+    try:
+        with torch.no_grad(), capture_logs(module, sink):
+            for batch_idx, batch in enumerate(loader):
+                sink.weight = float(_batch_size(batch))
+                seen.clear()
+                if step_name is not None:
+                    getattr(module, step_name)(batch, batch_idx)
+                if metrics:
+                    x, y = batch[0], batch[1]
+                    reused = [o for a, o in seen if a and a[0] is x]
+                    out = reused[0] if reused else module(x)
+                    for metric in metrics.values():
+                        metric.update(out, y)
+    finally:
+        if handle is not None:
+            handle.remove()
+        module.train(was_training)
     results = sink.means()
     for name, metric in (metrics or {}).items():
         results[name] = float(metric.compute())

@@ -54,7 +54,8 @@ class FederatedDataModule:
             clients as ``partition``, or, for two :class:`InlierOutlier` partitioners with the
             same classes, clients are matched by inlier class (seed 000's protocol).
         download: Allow a torchvision download when the files are nowhere to be found.
-        eval_batch_size: Batch size of the test loaders (default ``batch_size``).
+        eval_batch_size: Batch size of the test loaders (default ``max(batch_size, 500)``:
+            evaluation needs no small batches, and large ones are several times faster).
 
     Raises:
         ValueError: On an unknown dataset name, malformed tensors or bad settings.
@@ -111,7 +112,7 @@ class FederatedDataModule:
         self.partition = partition
         self.test_partition = test_partition
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, 500)
         self.seed = seed
         self.data_dir = data_dir
         self.download = download
