@@ -43,6 +43,7 @@ from fedlightning.algorithms.fsnet import (
     StepDecay,
 )
 from fedlightning.datamodules import IID, FederatedDataModule, SortedShards
+from fedlightning.executors.vectorized import VectorizedExecutor
 from fedlightning.models import CIFARClassifier, MNISTClassifier
 from fedlightning.version import __version__
 
@@ -94,6 +95,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden-batch-size", type=int, default=128)
     p.add_argument("--hidden-lr", type=float, default=1e-3)
     p.add_argument("--max-train-samples", type=int, default=None, help="random training subset")
+    p.add_argument(
+        "--executor",
+        default="sequential",
+        choices=["sequential", "vectorized"],
+        help="vectorized: a round's clients train as one batched model (same result)",
+    )
     p.add_argument("--eval-every", type=int, default=1, help="rounds between evaluations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -194,6 +201,11 @@ def run_method(
         logger=make_logger(args, output_dir / method, method),
         eval_every=args.eval_every,
         eval_local=True,
+        executor=(
+            VectorizedExecutor(vmap_losses=(FedFSNet,))
+            if args.executor == "vectorized"
+            else "sequential"
+        ),
         output_dir=output_dir / method,
         progress_bar=False,
     )

@@ -88,3 +88,21 @@ def test_yaml_config_builds_fedfsnet_with_the_papers_settings() -> None:
     assert algorithm.beta == StepDecay(1.0, 0.1, 10)
     assert algorithm.num_synthetic == 60
     assert (trainer.fraction, trainer.plan.epochs, trainer.rounds) == (0.1, 10, 1)
+
+
+def test_vectorized_executor_gives_the_sequential_result(tmp_path: Path) -> None:
+    example = _load()
+    argv = [
+        "--logger", "none", "--clients", "4", "--fraction", "0.5", "--rounds", "2",
+        "--local-epochs", "1", "--num-synthetic", "6", "--hidden-steps", "2",
+        "--methods", "fedprox,fedfsnet",
+    ]  # fmt: skip
+    data = (_pair(120, 0), _pair(30, 1))
+    runs = {
+        ex: example.main([*argv, "--executor", ex, "--output-dir", str(tmp_path / ex)], data=data)
+        for ex in ("sequential", "vectorized")
+    }
+    for method in ("fedprox", "fedfsnet"):
+        seq, vec = (runs[ex]["methods"][method] for ex in ("sequential", "vectorized"))
+        assert seq["bytes_down"] == vec["bytes_down"] and seq["bytes_up"] == vec["bytes_up"]
+        assert vec["acc_global"] == pytest.approx(seq["acc_global"], abs=1e-6)
