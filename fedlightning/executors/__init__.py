@@ -9,7 +9,31 @@ from fedlightning.executors.sequential import SequentialExecutor
 
 __all__ = ["EXECUTORS", "ClientFailure", "Executor", "SequentialExecutor", "resolve_executor"]
 
-EXECUTORS: dict[str, Callable[[], Executor]] = {"sequential": SequentialExecutor}
+
+def _vectorized() -> Executor:
+    from fedlightning.executors.vectorized import VectorizedExecutor
+
+    return VectorizedExecutor()
+
+
+def _ray() -> Executor:
+    from fedlightning.executors.ray import RayExecutor  # Ray itself is imported at setup
+
+    return RayExecutor()
+
+
+def _auto() -> Executor:
+    from fedlightning.executors.auto import AutoExecutor
+
+    return AutoExecutor()
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {
+    "sequential": SequentialExecutor,
+    "vectorized": _vectorized,
+    "ray": _ray,
+    "auto": _auto,
+}
 
 
 def resolve_executor(executor: str | Executor) -> Executor:

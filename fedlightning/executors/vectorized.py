@@ -29,10 +29,11 @@ References:
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -176,8 +177,6 @@ class _Client:
     ctx: ClientContext
     batches: Iterator[tuple[int, Any]]
     rng_state: Tensor
-    metric_sums: dict[str, Tensor] = field(default_factory=dict)
-    metric_counts: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     done: bool = False
 
@@ -241,6 +240,8 @@ class StackedRound:
         round: Round number.
         messages: Client id -> what the server sent it.
         vmap_losses: Algorithm classes whose loss hook is declared safe to vmap.
+        copy_states: Give clients copies of their persisted state (for probes that must not
+            change the run).
 
     Raises:
         UnvectorizableError: If the round cannot be stacked; nothing of the trainer is changed.
@@ -253,6 +254,7 @@ class StackedRound:
         round: int,
         messages: Mapping[int, Message],
         vmap_losses: Sequence[type[Algorithm]] = (),
+        copy_states: bool = False,
     ) -> None:
         self.trainer = trainer
         self.worker = worker
@@ -271,6 +273,8 @@ class StackedRound:
         for client, message in messages.items():
             seed = trainer.seed_for(round, client, _STREAM_CLIENT)
             state = trainer.client_states.get(client, {}) if algorithm.stateful_clients else {}
+            if copy_states:
+                state = copy.deepcopy(state)
             ctx = ClientContext(
                 client=client,
                 round=round,
@@ -340,6 +344,8 @@ class StackedRound:
         self.optimizer: StackedOptimizer = stacked_optimizer(spec, self.params)
         self._call = _TrainingStep(worker)
         self._steps_done = 0
+        self._metric_sums: dict[str, Tensor] = {}
+        self._metric_counts: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ training
     def _loss_hook(self) -> Callable[[dict[str, Tensor], Any, Tensor], Tensor] | None:
@@ -469,13 +475,27 @@ class StackedRound:
                     self.params[k].index_copy_(0, index, v)
                 for k, v in others.items():
                     self.others[k].index_copy_(0, index, v)
-        losses = losses.detach()
-        for j, i in enumerate(rows):
-            c = self.clients[i]
-            c.steps += 1
-            _accumulate(c, "loss", losses[j], 1.0)
-            for name, value in logged.items():
-                _accumulate(c, name, value[j].detach(), sink.counts[name])
+        for i in rows:
+            self.clients[i].steps += 1
+        self._accumulate("loss", losses.detach(), 1.0, index)
+        for name, value in logged.items():
+            self._accumulate(name, value.detach(), sink.counts[name], index)
+
+    def _accumulate(self, name: str, values: Tensor, count: float, index: Tensor | None) -> None:
+        """Add one step's logged values (one per client of the step) to the running sums."""
+        if name not in self._metric_sums:
+            self._metric_sums[name] = torch.zeros(len(self.clients), dtype=values.dtype)
+            self._metric_counts[name] = torch.zeros(len(self.clients), dtype=torch.float64)
+        values = values.to("cpu", non_blocking=True)
+        if index is None:
+            self._metric_sums[name] += values
+            self._metric_counts[name] += count
+        else:
+            cpu_index = index.cpu()
+            self._metric_sums[name].index_add_(0, cpu_index, values)
+            self._metric_counts[name].index_add_(
+                0, cpu_index, torch.full((len(cpu_index),), count, dtype=torch.float64)
+            )
 
     # ------------------------------------------------------------------ results
     def load_client(self, i: int, module: LightningModule) -> None:
@@ -504,7 +524,11 @@ class StackedRound:
                 for callback in trainer.callbacks:
                     callback.on_client_fit_start(trainer, self.round, ctx.client)
                 self.load_client(i, self.worker)
-                metrics = {k: float(v) / c.metric_counts[k] for k, v in c.metric_sums.items()}
+                metrics = {
+                    k: float(v[i]) / float(self._metric_counts[k][i])
+                    for k, v in self._metric_sums.items()
+                    if float(self._metric_counts[k][i]) > 0
+                }
                 metrics["steps"] = float(c.steps)
                 with torch.random.fork_rng(devices=[]):
                     torch.set_rng_state(c.rng_state)
@@ -534,11 +558,6 @@ def _is_eval_round(trainer: FederatedTrainer, rnd: int) -> bool:
     """Whether the trainer evaluates in round ``rnd`` (as its own round loop decides)."""
     every = trainer.eval_every
     return every is not None and (rnd % every == 0 or rnd == trainer.rounds)
-
-
-def _accumulate(c: _Client, name: str, value: Tensor, count: float) -> None:
-    c.metric_sums[name] = c.metric_sums[name] + value if name in c.metric_sums else value
-    c.metric_counts[name] = c.metric_counts.get(name, 0.0) + count
 
 
 def _local_eval(
@@ -593,8 +612,6 @@ class VectorizedExecutor(Executor):
 
     @override
     def setup(self, trainer: FederatedTrainer) -> None:
-        import copy
-
         self._worker = copy.deepcopy(trainer.global_model)
         self._disabled = vectorizable(self._worker, trainer.algorithm, self.vmap_losses)
         self.fallbacks = []

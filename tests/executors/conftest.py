@@ -1,0 +1,62 @@
+"""Small federated workloads shared by the executor tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+
+from fedlightning import FederatedTrainer
+from fedlightning.algorithms import Algorithm
+from fedlightning.datamodules import Dirichlet, FederatedDataModule
+from fedlightning.executors import Executor
+
+
+def image_datamodule(
+    num_clients: int = 6, n: int = 240, side: int = 8, batch_size: int = 16, seed: int = 0
+) -> FederatedDataModule:
+    """Images in [0, 1] split unevenly (Dirichlet), so clients differ in size and last batch."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n + 40, 1, side, side, generator=g)
+    y = torch.randint(0, 3, (n + 40,), generator=g)
+    return FederatedDataModule(
+        (x[:n], y[:n]),
+        test=(x[n:], y[n:]),
+        partition=Dirichlet(num_clients=num_clients, alpha=1.0, min_size=10),
+        batch_size=batch_size,
+        seed=seed,
+    )
+
+
+def fit(
+    model: LightningModule,
+    datamodule: Any,
+    executor: str | Executor,
+    algorithm: Algorithm,
+    *,
+    rounds: int = 2,
+    clients_per_round: int = 4,
+    local_epochs: int = 2,
+    **kwargs: Any,
+) -> FederatedTrainer:
+    """Train ``model`` in place and return the trainer."""
+    trainer = FederatedTrainer(
+        algorithm=algorithm,
+        rounds=rounds,
+        clients_per_round=clients_per_round,
+        local_epochs=local_epochs,
+        seed=3,
+        executor=executor,
+        progress_bar=False,
+        **kwargs,
+    )
+    trainer.fit(model, datamodule)
+    return trainer
+
+
+def max_abs_diff(a: LightningModule, b: LightningModule) -> float:
+    """Largest absolute difference between two modules' states."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    return max(float((sa[k] - sb[k]).abs().max()) for k in sa)
