@@ -12,6 +12,12 @@ from fedlightning.models.feature_classifier import (
     FeatureClassifier,
     fit_classifier,
 )
+from fedlightning.models.masked import (
+    MaskedClassifier,
+    MaskedResNet8,
+    MaskedResNet18,
+    MaskedVGG16,
+)
 from fedlightning.models.ocsvm import OneClassSVMDetector
 from fedlightning.models.vae import ConvVAE, VAELoss, gaussian_kl, vae_loss
 
@@ -26,6 +32,10 @@ __all__ = [
     "ConvClassifier",
     "ConvVAE",
     "FeatureClassifier",
+    "MaskedClassifier",
+    "MaskedResNet8",
+    "MaskedResNet18",
+    "MaskedVGG16",
     "fit_classifier",
     "gaussian_kl",
     "MNISTClassifier",

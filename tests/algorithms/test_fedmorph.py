@@ -1,0 +1,175 @@
+import copy
+
+import pytest
+import torch
+
+from fedlightning import FederatedTrainer
+from fedlightning.algorithms.base import ClientContext
+from fedlightning.algorithms.fedmorph import FedMorph, FedMorphProx, distill
+from fedlightning.codecs import TopK
+from fedlightning.messages import Message
+from fedlightning.models.masked import MaskedResNet8, cut, js_divergence, relaxed_size
+
+from .test_subnetwork import SIZE, data, tiny
+
+
+def test_distill_moves_the_student_towards_the_teacher() -> None:
+    student = tiny(seed=1)
+    teacher = cut(tiny(seed=2))  # another network: far from the student
+    x = torch.rand(64, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    student.eval()
+    teacher.eval()
+    with torch.no_grad():
+        before = float(js_divergence(student(x), teacher(x)))
+    distill(
+        student,
+        teacher,
+        x,
+        epochs=15,
+        batch_size=16,
+        lr=0.05,
+        lam=0.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    student.eval()
+    with torch.no_grad():
+        after = float(js_divergence(student(x), teacher(x)))
+    assert after < 0.5 * before
+
+
+def test_distill_with_a_large_lambda_shrinks_the_network() -> None:
+    student = tiny(seed=1)
+    teacher = cut(tiny(seed=1))
+    x = torch.rand(32, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    size0 = float(relaxed_size(student, hard=True))
+    out = distill(
+        student,
+        teacher,
+        x,
+        epochs=5,
+        batch_size=8,
+        lr=0.5,
+        lam=1e-2,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert float(relaxed_size(student, hard=True)) < size0
+    assert out["distill_steps"] == 20.0
+    assert 0.0 <= out["distill_js"] <= 0.7
+
+
+def test_distill_is_reproducible_from_its_generator() -> None:
+    x = torch.rand(16, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    results = []
+    base_student, base_teacher = tiny(seed=1), cut(tiny(seed=2))
+    for _ in range(2):
+        student, teacher = copy.deepcopy(base_student), copy.deepcopy(base_teacher)
+        distill(
+            student,
+            teacher,
+            x,
+            epochs=1,
+            batch_size=8,
+            lr=0.1,
+            lam=1e-4,
+            generator=torch.Generator().manual_seed(9),
+        )
+        results.append(student.state_dict())
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_distill_rejects_bad_settings() -> None:
+    x = torch.rand(4, 1, SIZE, SIZE)
+    with pytest.raises(ValueError, match="epochs must be"):
+        distill(tiny(), cut(tiny()), x, epochs=0, batch_size=2, lr=0.1, lam=0.0)
+    with pytest.raises(ValueError, match="masked student"):
+        distill(tiny(masked=False), cut(tiny()), x, epochs=1, batch_size=2, lr=0.1, lam=0.0)
+    with pytest.raises(ValueError, match="inputs must be"):
+        distill(tiny(), cut(tiny()), x[0], epochs=1, batch_size=2, lr=0.1, lam=0.0)
+
+
+def test_fedmorph_distils_on_schedule_and_morphs_a_new_sub_network() -> None:
+    model = tiny()
+    masks0 = {g: v.detach().clone() for g, v in model.mask_logits.items()}
+    algorithm = FedMorph(
+        distill_every=2,
+        distill_epochs=1,
+        distill_batch_size=8,
+        lam=1e-3,
+        distill_lr=0.1,
+        distill_samples=12,
+    )
+    trainer = FederatedTrainer(
+        algorithm=algorithm, rounds=2, clients_per_round=2, seed=0, progress_bar=False
+    )
+    trainer.fit(model, data())
+    assert "distill_js" not in trainer.history[0]
+    assert "distill_js" in trainer.history[1]
+    assert trainer.history[1]["distill_steps"] == 2.0  # 12 samples, batch 8
+    assert any(not torch.equal(masks0[g], model.mask_logits[g]) for g in model.groups)
+    assert [h["round"] for h in algorithm.layer_history] == [0.0, 2.0]
+    assert set(algorithm.layer_ratios()) == set(model.groups)
+
+
+def test_fedmorph_with_topk_uplink_sends_a_fraction_of_the_update() -> None:
+    plain = FederatedTrainer(
+        algorithm=FedMorph(distill_every=100),
+        rounds=1,
+        clients_per_round=2,
+        seed=0,
+        progress_bar=False,
+    )
+    plain.fit(tiny(), data())
+    topk = FederatedTrainer(
+        algorithm=FedMorph(distill_every=100, uplink=TopK(0.1)),
+        rounds=1,
+        clients_per_round=2,
+        seed=0,
+        progress_bar=False,
+    )
+    topk.fit(tiny(), data())
+    assert topk.history[0]["bytes_down"] == plain.history[0]["bytes_down"]
+    assert topk.history[0]["bytes_up"] < 0.3 * plain.history[0]["bytes_up"]
+
+
+def test_fedmorph_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="distill_every must be"):
+        FedMorph(distill_every=0)
+    with pytest.raises(ValueError, match="lam must be >= 0"):
+        FedMorph(lam=-1.0)
+    with pytest.raises(ValueError, match="regularizer must be"):
+        FedMorph(regularizer="bytes")
+    with pytest.raises(ValueError, match="distill_data must be"):
+        FedMorph(distill_data=torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="mu must be >= 0"):
+        FedMorphProx(mu=-0.1)
+
+
+def test_fedmorphprox_adds_the_proximal_term() -> None:
+    algorithm = FedMorphProx(mu=0.5)
+    module = cut(tiny())
+    received = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    with torch.no_grad():
+        module.fc.bias.add_(2.0)  # 10 entries moved by 2
+    ctx = ClientContext(client=0, round=1, message=Message(), received=received, num_samples=1)
+    loss = algorithm.training_loss(ctx, module, None, torch.tensor(1.0))
+    assert float(loss) == pytest.approx(1.0 + 0.5 * 0.5 * 10 * 4.0)
+    assert copy.copy(algorithm).mu == 0.5
+    assert "FedMorphProx(mu=0.5" in repr(algorithm)
+
+
+def test_fedmorph_can_regularize_flops() -> None:
+    model = MaskedResNet8(image_size=SIZE, widths=tiny().widths)
+    algorithm = FedMorph(
+        distill_every=1,
+        distill_epochs=1,
+        regularizer="flops",
+        lam=1e-9,
+        distill_samples=8,
+        distill_batch_size=8,
+    )
+    trainer = FederatedTrainer(
+        algorithm=algorithm, rounds=1, clients_per_round=1, seed=0, progress_bar=False
+    )
+    trainer.fit(model, data())
+    expected = float(relaxed_size(model, "flops"))
+    assert trainer.history[0]["distill_size"] == pytest.approx(expected, rel=1e-6)
