@@ -34,9 +34,9 @@ OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
 }
 
 
-def _run_both(make: Callable[[list[nn.Parameter]], torch.optim.Optimizer]) -> tuple[
-    list[dict[str, torch.Tensor]], dict[str, torch.Tensor]
-]:
+def _run_both(
+    make: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
     shapes = {"w": (4, 5), "b": (5,)}
     init = [{n: torch.randn(s, generator=g) for n, s in shapes.items()} for _ in range(K)]
@@ -60,7 +60,9 @@ def _run_both(make: Callable[[list[nn.Parameter]], torch.optim.Optimizer]) -> tu
     stacked = {n: torch.stack([init[k][n] for k in range(K)]) for n in shapes}
     opt_s = stacked_optimizer(spec, stacked)
     for t in range(STEPS):
-        opt_s.step(stacked, {n: torch.stack([grads[t][k][n] for k in range(K)]) for n in shapes}, None)
+        opt_s.step(
+            stacked, {n: torch.stack([grads[t][k][n] for k in range(K)]) for n in shapes}, None
+        )
     return reference, stacked
 
 
