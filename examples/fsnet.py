@@ -106,6 +106,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--logger", default="wandb", choices=["wandb", "none"])
     p.add_argument("--quick", action="store_true", help=f"small run: {QUICK}")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="train nothing: combine the methods of earlier runs' results.json files into "
+        "DIR/results.json and DIR/accuracy.png (later files win)",
+    )
     p.add_argument("--output-dir", required=True)
     args = p.parse_args(argv)
     if args.quick:
@@ -315,6 +323,42 @@ def log_figure(args: argparse.Namespace, output_dir: Path, path: Path) -> None:
     logger.experiment.finish()
 
 
+def compare(results: dict[str, Any]) -> None:
+    """Add the headline comparisons of seed 003 to ``results``, where the methods ran."""
+    methods = results["methods"]
+    if "fedfsnet" in methods:
+        share = methods["fedfsnet"]["payload"]["extras_share_down"]
+        results["fedfsnet_extra_downlink_share"] = share
+    if "fedfsnet" in methods and "fedavg" in methods:
+        results["fedfsnet_minus_fedavg"] = (
+            methods["fedfsnet"]["acc_global"] - methods["fedavg"]["acc_global"]
+        )
+
+
+def merge_results(files: Sequence[Path], output_dir: Path) -> dict[str, Any]:
+    """Combine the methods of several runs' ``results.json`` into one, with its figure.
+
+    Args:
+        files: ``results.json`` files written by this example; a method in a later file
+            replaces the same method of an earlier one.
+        output_dir: Where the combined ``results.json`` and ``accuracy.png`` go.
+
+    Returns:
+        The combined results: ``methods``, ``sources`` (each file's config) and comparisons.
+    """
+    merged: dict[str, Any] = {"version": __version__, "methods": {}, "sources": {}}
+    for path in files:
+        run = json.loads(Path(path).read_text())
+        merged["methods"].update(run["methods"])
+        merged["sources"][str(path)] = {"config": run["config"], "wall_s": run.get("wall_s")}
+    compare(merged)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ordered = {m: merged["methods"][m] for m in METHODS if m in merged["methods"]}
+    plot_accuracy(ordered, output_dir / "accuracy.png", "merged runs")
+    (output_dir / "results.json").write_text(json.dumps(merged, indent=2))
+    return merged
+
+
 def main(
     argv: Sequence[str] | None = None, data: tuple[Pair, Pair] | None = None
 ) -> dict[str, Any]:
@@ -325,6 +369,8 @@ def main(
         data: ``(train, test)`` pairs to use instead of loading ``--dataset`` (tests).
     """
     args = parse_args(argv)
+    if args.merge:
+        return merge_results([Path(f) for f in args.merge], Path(args.output_dir))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     output_dir = Path(args.output_dir)
@@ -362,14 +408,7 @@ def main(
         results["wall_s"] = time.perf_counter() - start
         plot_accuracy(results["methods"], output_dir / "accuracy.png", title)
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    if "fedfsnet" in results["methods"]:
-        share = results["methods"]["fedfsnet"]["payload"]["extras_share_down"]
-        results["fedfsnet_extra_downlink_share"] = share
-    if "fedfsnet" in results["methods"] and "fedavg" in results["methods"]:
-        results["fedfsnet_minus_fedavg"] = (
-            results["methods"]["fedfsnet"]["acc_global"]
-            - results["methods"]["fedavg"]["acc_global"]
-        )
+    compare(results)
     results["wall_s"] = time.perf_counter() - start
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     log_figure(args, output_dir, output_dir / "accuracy.png")

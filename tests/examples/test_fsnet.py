@@ -106,3 +106,26 @@ def test_vectorized_executor_gives_the_sequential_result(tmp_path: Path) -> None
         seq, vec = (runs[ex]["methods"][method] for ex in ("sequential", "vectorized"))
         assert seq["bytes_down"] == vec["bytes_down"] and seq["bytes_up"] == vec["bytes_up"]
         assert vec["acc_global"] == pytest.approx(seq["acc_global"], abs=1e-6)
+
+
+def test_merge_combines_methods_of_separate_runs(tmp_path: Path) -> None:
+    example = _load()
+    base = {"acc_global": 0.5, "acc_local": 0.2, "curve": [], "bytes_down": 1, "bytes_up": 1}
+    first = {"config": {}, "methods": {"fedavg": {**base, "acc_global": 0.3}}}
+    second = {
+        "config": {},
+        "methods": {"fedfsnet": {**base, "payload": {"extras_share_down": 2.0}}},
+    }
+    files = []
+    for i, run in enumerate((first, second)):
+        files.append(tmp_path / f"run{i}.json")
+        files[-1].write_text(json.dumps(run))
+    merged = example.main(["--merge", *map(str, files), "--output-dir", str(tmp_path / "m")])
+    assert merged["methods"].keys() == {"fedavg", "fedfsnet"}
+    assert merged["fedfsnet_minus_fedavg"] == pytest.approx(0.2)
+    assert merged["fedfsnet_extra_downlink_share"] == 2.0
+    assert json.loads((tmp_path / "m" / "results.json").read_text())["methods"].keys() == {
+        "fedavg",
+        "fedfsnet",
+    }
+    assert (tmp_path / "m" / "accuracy.png").stat().st_size > 0
