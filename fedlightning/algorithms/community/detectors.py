@@ -14,7 +14,7 @@ References:
 from __future__ import annotations
 
 import copy
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -32,7 +32,9 @@ __all__ = ["AutoencoderDetector", "Detector", "fit_autoencoder"]
 class Detector(Protocol):
     """What Phase I needs from a local anomaly model."""
 
-    def fit(self, x: Tensor, seed: int = 0) -> Detector:
+    # ``fit`` and ``from_message`` are typed ``Any`` so that implementations may return
+    # their own class and still match the protocol for jsonargparse (YAML configs).
+    def fit(self, x: Tensor, seed: int = 0) -> Any:
         """Fit on one client's samples and return ``self``."""
         ...
 
@@ -44,7 +46,7 @@ class Detector(Protocol):
         """The fitted model as sent to a peer."""
         ...
 
-    def from_message(self, message: Message) -> Detector:
+    def from_message(self, message: Message) -> Any:
         """A new detector rebuilt from a peer's message."""
         ...
 

@@ -1,0 +1,88 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from fedlightning.datamodules import DatasetNotFoundError, load_dataset
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "anomaly_detection.py"
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("anomaly_detection_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    try:
+        load_dataset("fashion_mnist", split="test", download=False)
+    except DatasetNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    out = tmp_path_factory.mktemp("anomaly")
+    assert _example().main(["--output-dir", str(out), "--quick", "--seed", "1"]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_writes_the_issue_keys(quick_run):
+    out, r = quick_run
+    n = r["num_clients"]
+    assert n == 20
+    assert sorted(c for group in r["communities"] for c in group) == list(range(n))
+    assert r["client_inlier_class"] == [c // 2 for c in range(n)]
+    assert -1 <= r["ari"] <= 1 and r["modularity"] is not None
+    for name in ("local", "federated", "ideal"):
+        table = r["auc"][name]
+        assert sorted(table["per_class"], key=int) == [str(c) for c in range(10)]
+        assert 0 <= table["mean"] <= 1 and table["std"] >= 0
+    assert (out / "community_graph.png").stat().st_size > 0
+    assert (out / "auc_per_class.png").stat().st_size > 0
+    assert r["wall_s"] > 0 and r["config"]["quick"] is True
+
+
+def test_quick_run_measured_bytes_match_the_formulas(quick_run):
+    _, r = quick_run
+    cost = r["comm_cost_mb"]
+    n = r["num_clients"]
+    # Phase I: eq. (1) differs only by the 4-byte threshold per model, one byte per
+    # association bit instead of one bit, and the real candidate/community list sizes.
+    assert cost["phase1"]["measured"] == pytest.approx(cost["phase1"]["formula"], rel=0.01)
+    assert cost["phase1"]["measured_by_exchange"]["models"] == pytest.approx(
+        n * (n - 1) * (4 * 3_217 + 4) / 1e6
+    )
+    # Phase II: eq. (2) exactly, plus the 8-byte sample count on each upload.
+    rounds = r["config"]["rounds"]
+    assert cost["phase2"]["measured"] == pytest.approx(
+        cost["phase2"]["formula_eq2"] + rounds * n * 8 / 1e6
+    )
+    assert cost["phase2"]["formula_eq3"] < cost["phase2"]["formula_eq2"]
+    # Centralized: every training sample at one byte per pixel.
+    assert cost["centralized"] == pytest.approx(r["num_train_samples"] * 784 / 1e6)
+    assert 0.95 * n * 200 <= r["num_train_samples"] <= n * 200  # 4,000 images, 90% + outliers
+    t4 = cost["table4"]
+    assert t4["this_work"]["phase2_model_bytes"] == 4 * 28_353
+    assert t4["prior_work"]["phase2_model_bytes"] == 4 * 105_392
+
+
+def test_yaml_config_builds_the_seed000_pipeline():
+    from fedlightning.algorithms.community import AutoencoderDetector, CommunityFedAvg
+    from fedlightning.cli import build_parser
+    from fedlightning.models import ConvAutoencoder7
+
+    config = EXAMPLE.parent / "configs" / "anomaly_detection.yaml"
+    parser = build_parser()
+    cfg = parser.parse_args(["fit", "--config", str(config)])
+    fit = parser._subcommands_action._name_parser_map["fit"]
+    init = fit.instantiate_classes(cfg.fit)
+    algorithm = init.trainer.algorithm
+    assert isinstance(algorithm, CommunityFedAvg)
+    assert isinstance(algorithm.phase1.detector, AutoencoderDetector)
+    assert algorithm.phase1.tolerance == 0.06 and algorithm.phase1.method == "fastgreedy"
+    assert algorithm.epochs_per_round == [1, 10]
+    assert isinstance(init.model, ConvAutoencoder7)
+    assert init.trainer.rounds == 10
+    assert init.data.partition.num_clients == 90
