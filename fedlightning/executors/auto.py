@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import statistics
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -49,10 +50,10 @@ class AutoExecutor(Executor):
     """Chooses between the vectorized and the sequential executor by timing both.
 
     Args:
-        probe_steps: Local steps timed per path (after one warm-up step), >= 1.
+        probe_steps: Local steps timed per path (after one warm-up step; the median
+            counts, as the machine may be shared), >= 1.
         probe_clients: Clients timed on the sequential path (the vectorized path always
             stacks all the round's clients, as it would in the run), >= 1.
-        repeats: Timings per path; the fastest counts (the machine may be shared), >= 1.
         margin: Vectorized must be at least this many times faster to be chosen, >= 1.
         vmap_losses: As :class:`~fedlightning.executors.vectorized.VectorizedExecutor`.
 
@@ -76,14 +77,12 @@ class AutoExecutor(Executor):
         *,
         probe_steps: int = 3,
         probe_clients: int = 4,
-        repeats: int = 2,
         margin: float = 1.1,
         vmap_losses: Sequence[type[Algorithm]] = (),
     ) -> None:
         for key, value in (
             ("probe_steps", probe_steps),
             ("probe_clients", probe_clients),
-            ("repeats", repeats),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {key}={value!r}")
@@ -91,7 +90,6 @@ class AutoExecutor(Executor):
             raise ValueError(f"margin must be >= 1, got margin={margin!r}")
         self.probe_steps = probe_steps
         self.probe_clients = probe_clients
-        self.repeats = repeats
         self.margin = float(margin)
         self.vectorized = VectorizedExecutor(vmap_losses=vmap_losses)
         self.sequential = SequentialExecutor()
@@ -134,15 +132,13 @@ class AutoExecutor(Executor):
         if static is not None:
             return "sequential", f"cannot vectorize: {static}"
         with torch.random.fork_rng(devices=[]):
+            seq = self._time_sequential(trainer, round, messages)
             try:
-                vec = min(
-                    self._time_vectorized(trainer, round, messages) for _ in range(self.repeats)
-                )
+                vec = self._time_vectorized(trainer, round, messages, give_up_after=4.0 * seq)
             except UnvectorizableError as exc:
                 return "sequential", f"cannot vectorize: {exc}"
             except Exception as exc:  # a probe failure must never take the run down
                 return "sequential", f"vectorized probe raised {type(exc).__name__}: {exc}"
-            seq = min(self._time_sequential(trainer, round, messages) for _ in range(self.repeats))
         speedup = seq / vec if vec > 0 else float("inf")
         self.timings = {
             "sequential_s_per_step": seq,
@@ -157,18 +153,33 @@ class AutoExecutor(Executor):
         return ("vectorized" if speedup >= self.margin else "sequential"), summary
 
     def _time_vectorized(
-        self, trainer: FederatedTrainer, round: int, messages: dict[int, Message]
+        self,
+        trainer: FederatedTrainer,
+        round: int,
+        messages: dict[int, Message],
+        give_up_after: float = float("inf"),
     ) -> float:
-        """Seconds for one vectorized step of all the round's clients."""
+        """Seconds for one vectorized step of all the round's clients (median of steps).
+
+        The warm-up step is where ``vmap`` rejects a module; when it alone takes longer than
+        ``give_up_after``, vectorizing has clearly lost and its time is returned at once.
+        """
         probe = copy.deepcopy(trainer.global_model)
         stacked = StackedRound(
             trainer, probe, round, messages, self.vectorized.vmap_losses, copy_states=True
         )
-        stacked.train(max_steps=1)  # warm-up, and the place vmap rejects a module
         start = time.perf_counter()
-        taken = stacked.train(max_steps=self.probe_steps)
-        elapsed = time.perf_counter() - start
-        return elapsed / max(taken, 1)
+        stacked.train(max_steps=1)
+        warm = time.perf_counter() - start
+        if warm > give_up_after:
+            return warm
+        times = []
+        for _ in range(self.probe_steps):
+            start = time.perf_counter()
+            if stacked.train(max_steps=1) == 0:
+                break
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) if times else warm
 
     def _time_sequential(
         self, trainer: FederatedTrainer, round: int, messages: dict[int, Message]
@@ -177,8 +188,7 @@ class AutoExecutor(Executor):
         probe = copy.deepcopy(trainer.global_model)
         algorithm = trainer.algorithm
         clients = list(messages)[: self.probe_clients + 1]
-        elapsed = 0.0
-        steps = 0
+        per_step: list[float] = []
         for n, client in enumerate(clients):
             ctx = _context(trainer, round, client, messages[client])
             torch.manual_seed(ctx.seed)
@@ -193,10 +203,8 @@ class AutoExecutor(Executor):
                 loss_hook=_hook(algorithm, ctx, module),
             )
             if n > 0 or len(clients) == 1:  # the first client warms up
-                elapsed += time.perf_counter() - start
-                steps += int(metrics["steps"])
-        per_client_step = elapsed / max(steps, 1)
-        return per_client_step * len(messages)
+                per_step.append((time.perf_counter() - start) / max(int(metrics["steps"]), 1))
+        return statistics.median(per_step) * len(messages)
 
 
 def _hook(algorithm: Algorithm, ctx: ClientContext, module: Any) -> Any:
