@@ -352,6 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fed_trainer, fed_models = run_federation(args, dm, fed, "federated")
     timings["federated_s"] = time.perf_counter() - t
     assert fed.phase1_result is not None
+    timings["phase1_s"] = fed.phase1_result.seconds
     communities = fed.communities
     auc: dict[str, Any] = {
         "federated": auc_table(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,7 @@ class Phase1Result:
         model_bytes: Size of each client's model message.
         bytes: Measured bytes per exchange: ``models``, ``bits``, ``candidates``,
             ``communities`` and ``total``.
+        seconds: Wall time of the whole phase.
     """
 
     communities: list[list[int]]
@@ -109,6 +111,7 @@ class Phase1Result:
     leader: int
     model_bytes: list[int]
     bytes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
 
     @property
     def mean_candidates(self) -> float:
@@ -192,6 +195,7 @@ class GroupIdentification:
         Raises:
             ValueError: With no clients or a client without data.
         """
+        start = time.perf_counter()
         n = len(data)
         if n < 1:
             raise ValueError("Phase I needs at least one client, got 0")
@@ -266,6 +270,7 @@ class GroupIdentification:
             leader=leader,
             model_bytes=model_bytes,
             bytes=tally,
+            seconds=time.perf_counter() - start,
         )
 
     def __repr__(self) -> str:
