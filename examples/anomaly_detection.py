@@ -332,6 +332,20 @@ def plot_auc(path: Path, auc: dict[str, Any]) -> Path:
     return path
 
 
+def log_summary(args: argparse.Namespace, auc: dict[str, Any], pictures: list[Path]) -> None:
+    """Log the mean AUCs and the pictures to a W&B run of their own (offline by default)."""
+    from fedlightning.loggers import wandb_logger
+
+    try:
+        logger: Any = wandb_logger("fedlightning-anomaly", save_dir=args.output_dir, name="summary")
+        logger.log_metrics({f"auc_{k}": v["mean"] for k, v in auc.items()})
+        for path in pictures:
+            logger.log_image(path.stem, [str(path)])
+        logger.finalize("success")
+    except Exception as exc:  # logging never takes the run down
+        log.warning("W&B summary logging failed: %r", exc)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole pipeline; returns what goes into ``results.json``."""
     start = time.perf_counter()
@@ -403,11 +417,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     auc_png = plot_auc(args.output_dir / "auc_per_class.png", auc)
     if args.wandb:
-        for lg in fed_trainer.loggers:
-            log_image = getattr(lg, "log_image", None)
-            if callable(log_image):
-                log_image("community_graph", [str(graph_png)])
-                log_image("auc_per_class", [str(auc_png)])
+        log_summary(args, auc, [graph_png, auc_png])
     modularity = fed.phase1_result.modularity
     results: dict[str, Any] = {
         "communities": communities,
