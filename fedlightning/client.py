@@ -25,37 +25,51 @@ class LogSink:
     """Collects what a module logs with ``self.log`` while the library drives it.
 
     It stands where Lightning's Fabric would (``module.fabric``), so ``self.log`` and
-    ``self.log_dict`` work unchanged. Values are summed, weighted by batch size when given.
+    ``self.log_dict`` work unchanged. Values are kept as they come (no tensor arithmetic on
+    the hot path) and averaged once by :meth:`means`, weighted by ``weight`` when set.
     """
 
     def __init__(self) -> None:
-        self._sums: dict[str, Tensor | float] = {}
-        self._counts: dict[str, float] = {}
+        self._values: dict[str, list[Tensor | float]] = {}
+        self._weights: dict[str, list[float]] = {}
         self.weight = 1.0
         self.loggers: list[Any] = []
 
     def log_dict(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Accumulate logged values (called by ``LightningModule.log``)."""
+        """Record logged values (called by ``LightningModule.log``)."""
         for name, value in metrics.items():
             if isinstance(value, Tensor):
-                value = value.detach()
                 if value.numel() != 1:
                     continue
-                value = value.reshape(())
+                value = value.detach()
             elif not isinstance(value, (int, float)):
                 continue
-            self._sums[name] = self._sums.get(name, 0.0) + value * self.weight
-            self._counts[name] = self._counts.get(name, 0.0) + self.weight
+            if name not in self._values:
+                self._values[name], self._weights[name] = [], []
+            self._values[name].append(value)
+            self._weights[name].append(self.weight)
 
     def add(self, name: str, value: Tensor | float, weight: float = 1.0) -> None:
-        """Accumulate one value under ``name`` with an explicit weight."""
+        """Record one value under ``name`` with an explicit weight."""
         saved, self.weight = self.weight, weight
         self.log_dict({name: value})
         self.weight = saved
 
     def means(self) -> dict[str, float]:
         """Weighted means of everything logged."""
-        return {k: float(v) / self._counts[k] for k, v in self._sums.items()}
+        out: dict[str, float] = {}
+        for name, values in self._values.items():
+            stacked = torch.stack(
+                [
+                    v.detach().reshape(()).to("cpu", torch.float64)
+                    if isinstance(v, Tensor)
+                    else torch.tensor(float(v), dtype=torch.float64)
+                    for v in values
+                ]
+            )
+            weights = torch.tensor(self._weights[name], dtype=torch.float64)
+            out[name] = float((stacked * weights).sum() / weights.sum())
+        return out
 
 
 class capture_logs:  # noqa: N801 - used as a context manager, reads like one
