@@ -248,9 +248,9 @@ class FedMorph(SubNetworkAlgorithm):
         return kept_from_masks(self.model)
 
     def layer_ratios(self) -> dict[str, float]:
-        """Share of channels the masks keep in every group (the paper's Figure 3)."""
+        """Share of the server network's channels the masks keep per group (Figure 3)."""
         return {
-            g: float(idx.numel()) / self.model.full_widths[g]
+            g: float(idx.numel()) / self.model.widths[g]
             for g, idx in kept_from_masks(self.model).items()
         }
 

@@ -173,3 +173,14 @@ def test_fedmorph_can_regularize_flops() -> None:
     trainer.fit(model, data())
     expected = float(relaxed_size(model, "flops"))
     assert trainer.history[0]["distill_size"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_layer_ratios_are_shares_of_the_server_network_widths() -> None:
+    model = tiny()
+    algorithm = FedMorph(distill_every=100)
+    FederatedTrainer(
+        algorithm=algorithm, rounds=1, clients_per_round=1, seed=0, progress_bar=False
+    ).fit(model, data())
+    kept = {g: int((model.mask_logits[g] >= 0).sum()) for g in model.groups}
+    expected = {g: max(kept[g], 1) / model.widths[g] for g in model.groups}
+    assert algorithm.layer_ratios() == pytest.approx(expected)
