@@ -31,6 +31,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -223,7 +224,8 @@ def make_algorithm(name: str, args: argparse.Namespace, distill_x: Tensor) -> Al
     """The algorithm called ``name`` (``<base>[_topk25|_topk10]``)."""
     base, _, codec_name = name.partition("_")
     uplink: Codec | None = {"": None, "topk25": TopK(0.25), "topk10": TopK(0.10)}[codec_name]
-    lr = args.lr if args.lr is not None else make_model(args, False).config["lr"]
+    default_lr = inspect.signature(MODELS[args.model]).parameters["lr"].default
+    lr = args.lr if args.lr is not None else float(default_lr)
     morph: dict[str, Any] = {
         "distill_data": distill_x,
         "distill_samples": args.distill_samples,
