@@ -165,9 +165,7 @@ class AutoExecutor(Executor):
         ``give_up_after``, vectorizing has clearly lost and its time is returned at once.
         """
         probe = copy.deepcopy(trainer.global_model)
-        stacked = StackedRound(
-            trainer, probe, round, messages, self.vectorized.vmap_losses, copy_states=True
-        )
+        stacked = StackedRound(trainer, probe, round, messages, self.vectorized.vmap_losses)
         start = time.perf_counter()
         stacked.train(max_steps=1)
         warm = time.perf_counter() - start

@@ -230,9 +230,11 @@ def _batch_dims(batch: Any) -> Any:
 class StackedRound:
     """The clients of one round, configured, stacked and trained together.
 
-    Build it with :meth:`prepare`, train with :meth:`train`, then read each client's result
-    with :meth:`finish`. The auto executor also uses :meth:`train` with a step budget to
-    time the vectorized path.
+    The constructor configures every client (``configure_client``, its optimizer, its
+    loader) and stacks their states; :meth:`train` trains them; :meth:`finish` builds each
+    client's reply. The auto executor also uses :meth:`train` with a step budget to time the
+    vectorized path. Clients work on copies of their persisted state, written back to the
+    trainer only by :meth:`finish`, so an attempt that falls back changes nothing.
 
     Args:
         trainer: The trainer.
@@ -240,8 +242,6 @@ class StackedRound:
         round: Round number.
         messages: Client id -> what the server sent it.
         vmap_losses: Algorithm classes whose loss hook is declared safe to vmap.
-        copy_states: Give clients copies of their persisted state (for probes that must not
-            change the run).
 
     Raises:
         UnvectorizableError: If the round cannot be stacked; nothing of the trainer is changed.
@@ -254,7 +254,6 @@ class StackedRound:
         round: int,
         messages: Mapping[int, Message],
         vmap_losses: Sequence[type[Algorithm]] = (),
-        copy_states: bool = False,
     ) -> None:
         self.trainer = trainer
         self.worker = worker
@@ -272,9 +271,9 @@ class StackedRound:
         datamodule = trainer.datamodule
         for client, message in messages.items():
             seed = trainer.seed_for(round, client, _STREAM_CLIENT)
-            state = trainer.client_states.get(client, {}) if algorithm.stateful_clients else {}
-            if copy_states:
-                state = copy.deepcopy(state)
+            state: dict[str, Any] = {}
+            if algorithm.stateful_clients:
+                state = copy.deepcopy(trainer.client_states.get(client, {}))
             ctx = ClientContext(
                 client=client,
                 round=round,
@@ -397,6 +396,7 @@ class StackedRound:
             UnvectorizableError: If ``vmap`` rejects the module's ``training_step``.
         """
         hook = self._loss_hook()
+        self.worker.train()  # as fit_local: training-mode behaviour of every layer
         taken = 0
         while max_steps is None or taken < max_steps:
             items = self._next_batches()

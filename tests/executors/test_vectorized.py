@@ -167,3 +167,30 @@ def test_static_check_and_bad_input() -> None:
     assert "BatchNorm" in str(vectorizable(BoringClassifier(batchnorm=True), FedAvg()))
     with pytest.raises(ValueError, match="vmap_losses must hold Algorithm subclasses"):
         VectorizedExecutor(vmap_losses=[nn.Linear])  # type: ignore[list-item]
+
+
+class _DropoutLayer(BoringClassifier):
+    def __init__(self) -> None:
+        super().__init__(in_features=64)
+        self.net.insert(2, nn.Dropout(0.5))
+
+
+def test_module_left_in_eval_mode_still_trains_in_training_mode() -> None:
+    """Dropout as a layer: the batched step runs in training mode, so vmap refuses it."""
+    torch.manual_seed(0)
+    model = _DropoutLayer()
+    model.eval()
+    executor = VectorizedExecutor()
+    fit(model, image_datamodule(), executor, FedAvg(), rounds=1)
+    assert executor.fallbacks and "vmap" in executor.fallbacks[0][1]
+
+
+def test_persisted_client_state_matches_sequential() -> None:
+    (seq_model, seq), (vec_model, vec), executor = _pair(
+        lambda: FlatAutoencoder(input_shape=(1, 8, 8), hidden=(16, 8, 16)),
+        lambda: FedAvg(local_bn=True),
+        rounds=3,
+    )
+    assert executor.fallbacks == []
+    assert max_abs_diff(seq_model, vec_model) < ATOL
+    assert seq.client_states.keys() == vec.client_states.keys() != set()
