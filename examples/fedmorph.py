@@ -123,6 +123,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-samples", type=int, default=None)
     p.add_argument("--lam", type=float, default=1.6e-6)
     p.add_argument("--regularizer", choices=["params", "flops"], default="params")
+    p.add_argument(
+        "--recalibrate-bn",
+        action="store_true",
+        help="FedMorph: recompute BatchNorm statistics after distilling (not in the paper)",
+    )
     p.add_argument("--tau", type=float, default=1e-3)
     p.add_argument("--mask-init-mean", type=float, default=None, help="default: the model's")
     p.add_argument("--mask-init-scale", type=float, default=1.0)
@@ -235,6 +240,7 @@ def make_algorithm(name: str, args: argparse.Namespace, distill_x: Tensor) -> Al
         "distill_batch_size": args.distill_batch_size,
         "lam": args.lam,
         "regularizer": args.regularizer,
+        "recalibrate_bn": args.recalibrate_bn,
         "uplink": uplink,
     }
     builders: dict[str, Callable[[], Algorithm]] = {

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
     from fedlightning.trainer import FederatedTrainer
 
-__all__ = ["FedMorph", "FedMorphProx", "distill"]
+__all__ = ["FedMorph", "FedMorphProx", "distill", "recalibrate_batchnorm"]
 
 _STREAM_DISTILL = 47
 _STREAM_SUBSET = 53
@@ -53,6 +53,7 @@ def distill(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     generator: torch.Generator | None = None,
+    recalibrate_bn: bool = False,
 ) -> dict[str, float]:
     """Distil ``teacher`` into the masked ``student``'s weights and mask logits (eq. 7).
 
@@ -72,6 +73,9 @@ def distill(
         momentum: SGD momentum.
         weight_decay: SGD weight decay on the weights.
         generator: Randomness of the batch order and of the mask noise.
+        recalibrate_bn: Afterwards, recompute the BatchNorm running statistics on ``inputs``
+            with the deterministic masks (what the next sub-network will see) instead of
+            keeping those accumulated under noisy masks. Not in the paper.
 
     Returns:
         ``distill_js`` (mean JS over the last epoch), ``distill_size`` (relaxed size at the
@@ -127,12 +131,41 @@ def distill(
                 steps += 1
     finally:
         student.noise_generator = None
+    if recalibrate_bn:
+        recalibrate_batchnorm(student, inputs, batch_size)
     student.eval()
     return {
         "distill_js": js_sum / max(js_count, 1),
         "distill_size": float(relaxed_size(student, regularizer).detach()),
         "distill_steps": float(steps),
     }
+
+
+def recalibrate_batchnorm(model: MaskedClassifier, inputs: Tensor, batch_size: int) -> None:
+    """Recompute every BatchNorm's running statistics on ``inputs``, masks deterministic.
+
+    The statistics become the plain average over the batches (``momentum=None``).
+
+    Args:
+        model: The masked network (its running statistics are replaced in place).
+        inputs: Images ``(N, C, H, W)``.
+        batch_size: Images per forward pass.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    model.mask_noise = False
+    try:
+        with torch.no_grad():
+            for start in range(0, inputs.shape[0], batch_size):
+                model(inputs[start : start + batch_size])
+    finally:
+        model.mask_noise = True
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
 
 
 class FedMorph(SubNetworkAlgorithm):
@@ -157,6 +190,8 @@ class FedMorph(SubNetworkAlgorithm):
         regularizer: ``"params"`` or ``"flops"``.
         momentum: Distillation SGD momentum.
         weight_decay: Distillation SGD weight decay.
+        recalibrate_bn: After each distillation, recompute the BatchNorm statistics with the
+            deterministic masks (see :func:`distill`); off by default, as in the paper.
         uplink: Codec for client updates, e.g. ``TopK(0.1)``.
         downlink: Codec for the sub-network weights.
 
@@ -184,6 +219,7 @@ class FedMorph(SubNetworkAlgorithm):
         regularizer: str = "params",
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        recalibrate_bn: bool = False,
         uplink: Codec | None = None,
         downlink: Codec | None = None,
     ) -> None:
@@ -225,6 +261,7 @@ class FedMorph(SubNetworkAlgorithm):
         self.regularizer = regularizer
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
+        self.recalibrate_bn = bool(recalibrate_bn)
         self.layer_history: list[dict[str, float]] = []
         self._inputs: Tensor | None = None
 
@@ -277,6 +314,7 @@ class FedMorph(SubNetworkAlgorithm):
             momentum=self.momentum,
             weight_decay=self.weight_decay,
             generator=gen,
+            recalibrate_bn=self.recalibrate_bn,
         )
         self._record_layers(round)
         self.trainer.log_metrics(metrics)
@@ -294,7 +332,8 @@ class FedMorph(SubNetworkAlgorithm):
         return (
             f"{type(self).__name__}(distill_every={self.distill_every}, "
             f"distill_epochs={self.distill_epochs}, distill_lr={self.distill_lr}, "
-            f"lam={self.lam}, regularizer={self.regularizer!r}, uplink={self.uplink!r}, "
+            f"lam={self.lam}, regularizer={self.regularizer!r}, "
+            f"recalibrate_bn={self.recalibrate_bn}, uplink={self.uplink!r}, "
             f"downlink={self.downlink!r})"
         )
 

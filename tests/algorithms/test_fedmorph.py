@@ -184,3 +184,21 @@ def test_layer_ratios_are_shares_of_the_server_network_widths() -> None:
     kept = {g: int((model.mask_logits[g] >= 0).sum()) for g in model.groups}
     expected = {g: max(kept[g], 1) / model.widths[g] for g in model.groups}
     assert algorithm.layer_ratios() == pytest.approx(expected)
+
+
+def test_bn_recalibration_matches_the_statistics_of_the_cut_network() -> None:
+    from fedlightning.algorithms.fedmorph import recalibrate_batchnorm
+
+    model = tiny()
+    x = torch.rand(40, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    recalibrate_batchnorm(model, x, batch_size=40)
+    # one batch with momentum=None: the running mean is that batch's mean, masks deterministic
+    sub = cut(model)
+    seen: dict[str, torch.Tensor] = {}
+    sub.stem_bn.register_forward_hook(lambda m, i, o: seen.__setitem__("in", i[0]))
+    sub.eval()
+    with torch.no_grad():
+        sub(x)
+    kept = torch.nonzero(model.mask_logits["stem"] >= 0).flatten()
+    assert torch.allclose(model.stem_bn.running_mean[kept], seen["in"].mean((0, 2, 3)), atol=1e-5)
+    assert model.mask_noise and model.stem_bn.momentum == 0.1

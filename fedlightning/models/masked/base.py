@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 from fedlightning.models.masked.functional import logistic_noise, relaxed_mask
 
@@ -139,6 +139,7 @@ class MaskedClassifier(LightningModule):
         self.widths: dict[str, int] = self._check_widths(widths)
         self.specs: list[LayerSpec] = []
         self.noise_generator: torch.Generator | None = None
+        self.mask_noise = True
         self.build()
         self.mask_logits = nn.ParameterDict()
         if self.masked:
@@ -202,8 +203,8 @@ class MaskedClassifier(LightningModule):
         """Mask values of every group for one forward pass, or None when unmasked.
 
         In training mode each sample gets its own logistic noise (eq. 6, as while
-        distilling), drawn from ``self.noise_generator`` when set; in evaluation mode the
-        masks are the deterministic ``sigmoid(v / tau)``.
+        distilling), drawn from ``self.noise_generator`` when set; in evaluation mode (or
+        with ``self.mask_noise = False``) the masks are the deterministic ``sigmoid(v / tau)``.
 
         Args:
             batch_size: Samples in the batch.
@@ -215,7 +216,7 @@ class MaskedClassifier(LightningModule):
             return None
         out: dict[str, Tensor] = {}
         for group, v in self.mask_logits.items():
-            if self.training:
+            if self.training and self.mask_noise:
                 noise = logistic_noise(
                     (batch_size, v.shape[0]),
                     generator=self.noise_generator,

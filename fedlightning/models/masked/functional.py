@@ -12,7 +12,7 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 __all__ = ["js_divergence", "keep_probability", "logistic_noise", "relaxed_mask"]
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from torch import Tensor, nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 from typing_extensions import override
 
 from fedlightning.models.masked.base import LayerSpec, MaskedClassifier
