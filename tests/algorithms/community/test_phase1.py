@@ -81,3 +81,17 @@ def test_autoencoder_detector_round_trip_and_errors():
         GroupIdentification(tolerance=1.5)
     with pytest.raises(ValueError, match="method must be one of"):
         GroupIdentification(method="kmeans")
+
+
+def test_ocsvm_is_a_phase1_detector_whose_bytes_are_its_support_vectors(two_class_data):
+    from fedlightning.models.ocsvm import OneClassSVMDetector
+
+    assert isinstance(OneClassSVMDetector(), Detector)
+    result = GroupIdentification(OneClassSVMDetector(nu=0.1), tolerance=0.2).run(
+        _client_data(two_class_data)
+    )
+    sizes = result.model_bytes
+    # 8-bit support vectors (64 pixels) + float32 coefficient each + offset and width.
+    assert all((b - 8) % (64 + 4) == 0 and b > 8 for b in sizes)
+    assert result.bytes["models"] == 5 * sum(sizes)
+    assert sorted(c for g in result.communities for c in g) == list(range(6))
