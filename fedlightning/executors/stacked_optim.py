@@ -149,6 +149,12 @@ class StackedOptimizer(ABC):
             name: self._init_state(params[name], self.hyper[name]) for name in self.names
         }
         self.steps = torch.zeros(self.num_clients, dtype=torch.long)
+        # Scratch space for the update's temporaries: stacked tensors are large, and a fresh
+        # allocation of that size per op costs more than the op (page faults on every step).
+        self._scratch: dict[str, tuple[Tensor, Tensor]] = {
+            name: (torch.empty_like(params[name]), torch.empty_like(params[name]))
+            for name in self.names
+        }
 
     @abstractmethod
     def _init_state(self, param: Tensor, hyper: dict[str, Any]) -> dict[str, Tensor]:
@@ -162,8 +168,13 @@ class StackedOptimizer(ABC):
         state: dict[str, Tensor],
         hyper: dict[str, Any],
         step: int,
+        scratch: tuple[Tensor, Tensor],
     ) -> None:
-        """Apply one update in place to ``param`` (rows of the step) and ``state``."""
+        """Apply one update in place to ``param`` (rows of the step) and ``state``.
+
+        ``scratch`` holds two buffers of ``param``'s shape for temporaries; results are the
+        same as with fresh tensors (same kernels, written to given memory).
+        """
 
     @torch.no_grad()
     def step(
@@ -185,13 +196,15 @@ class StackedOptimizer(ABC):
         if bool((rows != first).any()):
             raise ValueError("clients stepped together must have taken the same number of steps")
         step = first + 1
+        rows_n = self.num_clients if index is None else int(index.numel())
         for name in self.names:
             state = self.state[name]
+            scratch = (self._scratch[name][0][:rows_n], self._scratch[name][1][:rows_n])
             if index is None:
-                self._update(params[name], grads[name], state, self.hyper[name], step)
+                self._update(params[name], grads[name], state, self.hyper[name], step, scratch)
                 continue
             sub = {k: v.index_select(0, index) for k, v in state.items()}
-            self._update(params[name], grads[name], sub, self.hyper[name], step)
+            self._update(params[name], grads[name], sub, self.hyper[name], step, scratch)
             for k, v in sub.items():
                 state[k].index_copy_(0, index, v)
         if index is None:
@@ -215,11 +228,12 @@ class StackedSGD(StackedOptimizer):
         state: dict[str, Tensor],
         hyper: dict[str, Any],
         step: int,
+        scratch: tuple[Tensor, Tensor],
     ) -> None:
         if hyper["maximize"]:
-            grad = -grad
+            grad = torch.neg(grad, out=scratch[0])
         if hyper["weight_decay"] != 0:
-            grad = grad.add(param, alpha=hyper["weight_decay"])
+            grad = torch.add(grad, param, alpha=hyper["weight_decay"], out=scratch[0])
         momentum = hyper["momentum"]
         if momentum != 0:
             buf = state["momentum_buffer"]
@@ -227,7 +241,10 @@ class StackedSGD(StackedOptimizer):
                 buf.copy_(grad)
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - hyper["dampening"])
-            grad = grad.add(buf, alpha=momentum) if hyper["nesterov"] else buf
+            if hyper["nesterov"]:
+                grad = torch.add(grad, buf, alpha=momentum, out=scratch[1])
+            else:
+                grad = buf
         param.add_(grad, alpha=-hyper["lr"])
 
 
@@ -247,16 +264,17 @@ class StackedAdam(StackedOptimizer):
         state: dict[str, Tensor],
         hyper: dict[str, Any],
         step: int,
+        scratch: tuple[Tensor, Tensor],
     ) -> None:
         if hyper["maximize"]:
-            grad = -grad
+            grad = torch.neg(grad, out=scratch[0])
         lr, weight_decay, eps = hyper["lr"], hyper["weight_decay"], hyper["eps"]
         beta1, beta2 = hyper["betas"]
         if weight_decay != 0:
             if hyper["decoupled"]:
                 param.mul_(1 - lr * weight_decay)
             else:
-                grad = grad.add(param, alpha=weight_decay)
+                grad = torch.add(grad, param, alpha=weight_decay, out=scratch[0])
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -264,12 +282,12 @@ class StackedAdam(StackedOptimizer):
         bias_correction2 = 1 - beta2**step
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2**0.5
+        second = exp_avg_sq
         if hyper["amsgrad"]:
-            max_sq = state["max_exp_avg_sq"]
-            torch.maximum(max_sq, exp_avg_sq, out=max_sq)
-            denom = (max_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        else:
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+            second = state["max_exp_avg_sq"]
+            torch.maximum(second, exp_avg_sq, out=second)
+        denom = torch.sqrt(second, out=scratch[1])
+        denom.div_(bias_correction2_sqrt).add_(eps)
         param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
