@@ -638,19 +638,32 @@ def _is_finite(message: Message) -> bool:
 
 
 def _reply_means(replies: list[Reply]) -> dict[str, float]:
+    """Round metrics from the replies.
+
+    ``train_loss``: the sample-weighted mean of the clients' local loss (with the algorithm's
+    terms); ``acc_local`` / ``acc_client``: plain means over clients; every other metric a
+    client logged (``self.log``) as ``client/<name>``, sample-weighted.
+    """
     if not replies:
         return {}
     out: dict[str, float] = {}
-    weights = np.array([r.num_samples for r in replies], dtype=np.float64)
-    if "loss" in replies[0].metrics:
-        losses = np.array([r.metrics.get("loss", np.nan) for r in replies])
-        ok = np.isfinite(losses)
-        if ok.any():
-            out["train_loss"] = float(np.average(losses[ok], weights=weights[ok]))
-    for key in ("acc_local", "acc_client"):
-        values = [r.metrics[key] for r in replies if key in r.metrics]
-        if values:
-            out[key] = float(np.mean(values))
+    keys = sorted({k for r in replies for k in r.metrics})
+    for key in keys:
+        pairs = [
+            (r.metrics[key], float(r.num_samples))
+            for r in replies
+            if key in r.metrics and math.isfinite(r.metrics[key])
+        ]
+        if not pairs or key == "steps":
+            continue
+        values = np.array([v for v, _ in pairs])
+        weights = np.array([w for _, w in pairs])
+        if key in ("acc_local", "acc_client"):
+            out[key] = float(values.mean())
+        elif key == "loss":
+            out["train_loss"] = float(np.average(values, weights=weights))
+        else:
+            out[f"client/{key}"] = float(np.average(values, weights=weights))
     return out
 
 

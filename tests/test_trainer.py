@@ -126,6 +126,8 @@ def test_training_learns_and_reports_metrics() -> None:
     assert last["acc_global"] > 0.9
     assert last["train_loss"] < first["train_loss"]
     assert 0.0 <= last["acc_local"] <= 1.0
+    # what the module logged itself, averaged over the round's clients
+    assert last["client/train_loss"] == pytest.approx(last["train_loss"], rel=1e-6)
     result = trainer.test()
     assert result["acc_global"] == pytest.approx(last["acc_global"])
 
