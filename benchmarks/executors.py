@@ -13,6 +13,7 @@ Workloads:
 
 Prints one JSON line per workload: ``s_per_round`` for each executor and the plain loop,
 ``ratio_to_plain`` (executor time / plain-loop time: below 1 is faster than the loop), the
+choice and probe timings of ``executor="auto"`` when it runs, the
 global models' largest difference from the sequential executor's, and for Ray the measured
 per-client seconds, its pool start-up time and a rounds-per-hour projection by worker count.
 
@@ -44,6 +45,7 @@ from fedlightning.callbacks import Callback
 from fedlightning.datamodules import FederatedDataModule, SortedShards
 from fedlightning.datamodules.anomaly import AnomalyDataModule
 from fedlightning.executors import Executor, resolve_executor
+from fedlightning.executors.auto import AutoExecutor
 from fedlightning.executors.ray import RayExecutor
 from fedlightning.executors.vectorized import VectorizedExecutor
 from fedlightning.models import MNISTClassifier
@@ -166,7 +168,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 }
 
 
-def datamodule(name: str, quick: bool) -> FederatedDataModule:
+def datamodule(name: str) -> FederatedDataModule:
     """The workload's datamodule on the real Fashion-MNIST."""
     if name.startswith("phase2"):
         return AnomalyDataModule(
@@ -188,7 +190,7 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
     clients = spec["clients_per_round"]
     if args.quick:
         rounds, clients = 1, min(clients, 10)
-    dm = datamodule(name, args.quick)
+    dm = datamodule(name)
     dm.setup()
     seconds: dict[str, float] = {}
     models: dict[str, LightningModule] = {}
@@ -210,6 +212,9 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
         times, wall, model = run_executor(make_model, dm, executor, rounds, clients, 0)
         seconds[executor_name] = statistics.median(times)
         models[executor_name] = model
+        if isinstance(executor, AutoExecutor):
+            extra["auto_choice"] = executor.choice
+            extra["auto_probe"] = {k: round(v, 4) for k, v in executor.timings.items()}
         if isinstance(executor, VectorizedExecutor) and executor.fallbacks:
             extra["vectorized_fallbacks"] = [r for _, r in executor.fallbacks][:1]
         if isinstance(executor, RayExecutor):
