@@ -269,6 +269,8 @@ def plot_accuracy(methods: dict[str, dict[str, Any]], path: Path, title: str) ->
             rounds,
             [c["acc_global"] for c in summary["curve"]],
             color=color,
+            marker="o",
+            markersize=3,
             label=f"{LABELS[name]}: acc_global",
         )
         local = [
@@ -354,7 +356,7 @@ def merge_results(files: Sequence[Path], output_dir: Path) -> dict[str, Any]:
     compare(merged)
     output_dir.mkdir(parents=True, exist_ok=True)
     ordered = {m: merged["methods"][m] for m in METHODS if m in merged["methods"]}
-    plot_accuracy(ordered, output_dir / "accuracy.png", "merged runs")
+    plot_accuracy(ordered, output_dir / "accuracy.png", "test accuracy of merged runs")
     (output_dir / "results.json").write_text(json.dumps(merged, indent=2))
     return merged
 
