@@ -1,8 +1,34 @@
-"""Federated algorithms: hooks on the round loop, FedAvg by default."""
+"""Federated algorithms: hooks on the round loop, FedAvg by default.
+
+Seed-specific algorithms live in sub-modules: :mod:`fedlightning.algorithms.community`
+(seed 000), :mod:`fedlightning.algorithms.fsnet` (seed 003) and the sub-network family of
+seed 004 (:class:`FedMorph`, :class:`FedMorphProx`, :class:`FedDropout`, :class:`FedPruned`).
+"""
 
 from fedlightning.algorithms.base import Algorithm, ClientContext, Reply
+from fedlightning.algorithms.community import CommunityFedAvg, GroupIdentification
+from fedlightning.algorithms.fed_dropout import FedDropout
+from fedlightning.algorithms.fed_pruned import FedPruned
 from fedlightning.algorithms.fedavg import FedAvg
+from fedlightning.algorithms.fedmorph import FedMorph, FedMorphProx
 from fedlightning.algorithms.fedprox import FedProx
+from fedlightning.algorithms.fsnet import FedFSNet
 from fedlightning.algorithms.functional import weighted_average
+from fedlightning.algorithms.subnetwork import SubNetworkAlgorithm
 
-__all__ = ["Algorithm", "ClientContext", "FedAvg", "FedProx", "Reply", "weighted_average"]
+__all__ = [
+    "Algorithm",
+    "ClientContext",
+    "CommunityFedAvg",
+    "FedAvg",
+    "FedDropout",
+    "FedFSNet",
+    "FedMorph",
+    "FedMorphProx",
+    "FedProx",
+    "FedPruned",
+    "GroupIdentification",
+    "Reply",
+    "SubNetworkAlgorithm",
+    "weighted_average",
+]
