@@ -134,7 +134,7 @@ class AutoExecutor(Executor):
         with torch.random.fork_rng(devices=[]):
             seq = self._time_sequential(trainer, round, messages)
             try:
-                vec = self._time_vectorized(trainer, round, messages, give_up_after=4.0 * seq)
+                vec = self._time_vectorized(trainer, round, messages, give_up_after=2.0 * seq)
             except UnvectorizableError as exc:
                 return "sequential", f"cannot vectorize: {exc}"
             except Exception as exc:  # a probe failure must never take the run down
