@@ -191,7 +191,8 @@ class StackedOptimizer(ABC):
         Raises:
             ValueError: If the clients of one step have taken different numbers of steps.
         """
-        rows = self.steps if index is None else self.steps[index]
+        host_index = None if index is None else index.cpu()  # step counts live on the host
+        rows = self.steps if host_index is None else self.steps[host_index]
         first = int(rows[0])
         if bool((rows != first).any()):
             raise ValueError("clients stepped together must have taken the same number of steps")
@@ -210,7 +211,8 @@ class StackedOptimizer(ABC):
         if index is None:
             self.steps += 1
         else:
-            self.steps.index_add_(0, index, torch.ones_like(index))
+            assert host_index is not None
+            self.steps.index_add_(0, host_index, torch.ones_like(host_index))
 
 
 class StackedSGD(StackedOptimizer):
