@@ -325,7 +325,7 @@ class FederatedTrainer:
             }
         )
         self.log_metrics(_reply_means(replies))
-        if self._is_eval_round(rnd):
+        if self.is_eval_round(rnd):
             metrics = self.evaluate(self.global_model, self.datamodule.test_loader())
             self.log_metrics(
                 {f"test_{k}" if not k.startswith("test_") else k: v for k, v in metrics.items()}
@@ -336,7 +336,8 @@ class FederatedTrainer:
             callback.on_round_end(self, rnd)
         self._flush(rnd)
 
-    def _is_eval_round(self, rnd: int) -> bool:
+    def is_eval_round(self, rnd: int) -> bool:
+        """Whether round ``rnd`` evaluates (every ``eval_every`` rounds and the last one)."""
         if self.eval_every is None:
             return False
         return rnd % self.eval_every == 0 or rnd == self.rounds
@@ -364,17 +365,8 @@ class FederatedTrainer:
         assert self._worker is not None
         for callback in self.callbacks:
             callback.on_client_fit_start(self, round, client)
-        seed = self.seed_for(round, client, _STREAM_CLIENT)
-        state = self.client_states.get(client, {}) if self.algorithm.stateful_clients else {}
-        ctx = ClientContext(
-            client=client,
-            round=round,
-            message=message,
-            received=message.decode(),
-            num_samples=self.datamodule.num_samples(client),
-            state=state,
-            seed=seed,
-        )
+        ctx = self.client_context(round, client, message)
+        seed = ctx.seed
         with torch.random.fork_rng(devices=[]):
             _seed_torch(seed)
             module = self.algorithm.configure_client(ctx, self._worker)
@@ -387,7 +379,7 @@ class FederatedTrainer:
                 steps=self.plan.steps,
                 loss_hook=lambda batch, loss: algorithm.training_loss(ctx, module, batch, loss),
             )
-            if self.plan.eval_local and self._is_eval_round(round):
+            if self.plan.eval_local and self.is_eval_round(round):
                 local = self.evaluate(module, self.datamodule.test_loader())
                 if "acc" in local:
                     metrics["acc_local"] = local["acc"]
@@ -403,6 +395,37 @@ class FederatedTrainer:
         for callback in self.callbacks:
             callback.on_client_fit_end(self, round, reply)
         return reply
+
+    def client_context(
+        self,
+        round: int,
+        client: int,
+        message: Message,
+        state: dict[str, Any] | None = None,
+    ) -> ClientContext:
+        """The context of ``client``'s local run in ``round``: what every executor builds.
+
+        Args:
+            round: Round number.
+            client: Client id.
+            message: What the server sent it.
+            state: The client's persisted state (default: the trainer's copy when the
+                algorithm keeps client state, else empty).
+
+        Returns:
+            The context, with the seed derived from (seed, round, client).
+        """
+        if state is None:
+            state = self.client_states.get(client, {}) if self.algorithm.stateful_clients else {}
+        return ClientContext(
+            client=client,
+            round=round,
+            message=message,
+            received=message.decode(),
+            num_samples=self.datamodule.num_samples(client),
+            state=state,
+            seed=self.seed_for(round, client, _STREAM_CLIENT),
+        )
 
     def evaluate(self, module: LightningModule, loader: Iterable[Any]) -> dict[str, float]:
         """Evaluate ``module`` on ``loader`` with its ``test_step`` and the run's metrics."""

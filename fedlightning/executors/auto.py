@@ -43,8 +43,6 @@ __all__ = ["AutoExecutor"]
 
 log = logging.getLogger(__name__)
 
-_STREAM_CLIENT = 1
-
 
 class AutoExecutor(Executor):
     """Chooses between the vectorized and the sequential executor by timing both.
@@ -216,12 +214,4 @@ def _context(trainer: FederatedTrainer, round: int, client: int, message: Messag
     state: dict[str, Any] = {}
     if trainer.algorithm.stateful_clients:
         state = copy.deepcopy(trainer.client_states.get(client, {}))
-    return ClientContext(
-        client=client,
-        round=round,
-        message=message,
-        received=message.decode(),
-        num_samples=trainer.datamodule.num_samples(client),
-        state=state,
-        seed=trainer.seed_for(round, client, _STREAM_CLIENT),
-    )
+    return trainer.client_context(round, client, message, state)

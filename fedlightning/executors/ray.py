@@ -394,7 +394,7 @@ class RayExecutor(Executor):
         ray = self._ray
         algorithm = trainer.algorithm
         stateful = algorithm.stateful_clients
-        eval_local = trainer.plan.eval_local and _is_eval_round(trainer, round)
+        eval_local = trainer.plan.eval_local and trainer.is_eval_round(round)
         snapshot = ray.put(_dump_algorithm(trainer))
         loads = {c: float(trainer.datamodule.num_samples(c)) for c in messages}
         bins = assign_clients(loads, len(self._actors))
@@ -468,8 +468,3 @@ class RayExecutor(Executor):
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         self._started_ray = False
-
-
-def _is_eval_round(trainer: FederatedTrainer, rnd: int) -> bool:
-    every = trainer.eval_every
-    return every is not None and (rnd % every == 0 or rnd == trainer.rounds)

@@ -64,7 +64,6 @@ __all__ = ["StackedRound", "UnvectorizableError", "VectorizedExecutor", "vectori
 
 log = logging.getLogger(__name__)
 
-_STREAM_CLIENT = 1  # the trainer's stream for a client's local run: seed_for(round, client, 1)
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
@@ -270,19 +269,11 @@ class StackedRound:
         plan = trainer.plan
         datamodule = trainer.datamodule
         for client, message in messages.items():
-            seed = trainer.seed_for(round, client, _STREAM_CLIENT)
             state: dict[str, Any] = {}
             if algorithm.stateful_clients:
                 state = copy.deepcopy(trainer.client_states.get(client, {}))
-            ctx = ClientContext(
-                client=client,
-                round=round,
-                message=message,
-                received=message.decode(),
-                num_samples=datamodule.num_samples(client),
-                state=state,
-                seed=seed,
-            )
+            ctx = trainer.client_context(round, client, message, state)
+            seed = ctx.seed
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 module = algorithm.configure_client(ctx, worker)
@@ -532,7 +523,7 @@ class StackedRound:
                 metrics["steps"] = float(c.steps)
                 with torch.random.fork_rng(devices=[]):
                     torch.set_rng_state(c.rng_state)
-                    if plan.eval_local and _is_eval_round(trainer, self.round):
+                    if plan.eval_local and trainer.is_eval_round(self.round):
                         metrics.update(_local_eval(trainer, self.worker, ctx.client))
                     message = algorithm.client_message(ctx, self.worker)
                 if algorithm.stateful_clients:
@@ -552,12 +543,6 @@ def _tensors(module: nn.Module) -> dict[str, Tensor]:
     out: dict[str, Tensor] = dict(module.named_parameters())
     out.update(module.named_buffers())
     return out
-
-
-def _is_eval_round(trainer: FederatedTrainer, rnd: int) -> bool:
-    """Whether the trainer evaluates in round ``rnd`` (as its own round loop decides)."""
-    every = trainer.eval_every
-    return every is not None and (rnd % every == 0 or rnd == trainer.rounds)
 
 
 def _local_eval(
