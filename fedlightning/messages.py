@@ -16,7 +16,7 @@ framing is not part of the algorithm.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ from fedlightning.codecs import Codec, Identity
 __all__ = ["Message", "SCALAR_BYTES", "tensor_bytes"]
 
 SCALAR_BYTES = 8
+_IDENTITY = Identity()
 
 
 def tensor_bytes(tensor: Tensor) -> int:
@@ -41,6 +42,8 @@ class Message:
         extras: Tensors sent as they are.
         scalars: Small numbers, 8 bytes each.
         codec: The codec for ``tensors``; :class:`~fedlightning.codecs.Identity` by default.
+        dense: Names in ``tensors`` sent as they are, whatever the codec: statistics such as
+            BatchNorm's running mean and variance, which a sparsifying codec would freeze.
 
     Raises:
         TypeError: If a value in ``tensors`` or ``extras`` is not a tensor.
@@ -60,21 +63,26 @@ class Message:
         extras: Mapping[str, Tensor] | None = None,
         scalars: Mapping[str, float] | None = None,
         codec: Codec | None = None,
+        dense: Collection[str] | None = None,
     ) -> None:
         self.codec: Codec = codec if codec is not None else Identity()
+        self._dense = frozenset(dense or ())
         self._meta: dict[str, tuple[torch.Size, torch.dtype]] = {}
         self._parts: dict[str, dict[str, Tensor]] = {}
         for name, tensor in (tensors or {}).items():
             _check_tensor("tensors", name, tensor)
             detached = tensor.detach()
             self._meta[name] = (detached.shape, detached.dtype)
-            self._parts[name] = self.codec.encode(detached)
+            self._parts[name] = self._codec_for(name).encode(detached)
         self.extras: dict[str, Tensor] = {}
         for name, tensor in (extras or {}).items():
             _check_tensor("extras", name, tensor)
             self.extras[name] = tensor.detach()
         self.scalars: dict[str, float] = dict(scalars or {})
         self._decoded: dict[str, Tensor] | None = None
+
+    def _codec_for(self, name: str) -> Codec:
+        return _IDENTITY if name in self._dense else self.codec
 
     @property
     def names(self) -> list[str]:
@@ -94,7 +102,7 @@ class Message:
         """Return the dense tensors after the codec's round trip (computed once, cached)."""
         if self._decoded is None:
             self._decoded = {
-                name: self.codec.decode(self._parts[name], shape, dtype)
+                name: self._codec_for(name).decode(self._parts[name], shape, dtype)
                 for name, (shape, dtype) in self._meta.items()
             }
         return self._decoded

@@ -41,3 +41,14 @@ def test_decode_keeps_shapes_and_dtypes() -> None:
     out = m.decode()
     assert out["a"].shape == (2, 3)
     assert out["n"].dtype == torch.int64 and int(out["n"]) == 7
+
+
+def test_dense_names_bypass_a_lossy_codec() -> None:
+    stats = torch.randn(100)
+    m = Message(
+        {"w": torch.randn(100), "bn.running_mean": stats},
+        codec=TopK(0.1),
+        dense={"bn.running_mean"},
+    )
+    assert torch.equal(m.decode()["bn.running_mean"], stats)
+    assert m.nbytes == (10 * 4 + 10 * 2) + 100 * 4

@@ -319,3 +319,14 @@ def test_message_that_does_not_match_the_model_is_rejected() -> None:
     )
     assert len(trainer.drops) == 2
     assert "shape (2, 2)" in trainer.drops[0]["reason"]
+
+
+def test_topk_uplink_keeps_batchnorm_statistics_dense() -> None:
+    from fedlightning.codecs import TopK
+
+    torch.manual_seed(0)
+    model = BoringClassifier(batchnorm=True)
+    before = model.state_dict()["net.2.running_var"].clone()
+    _fit(model, demo_datamodule(), algorithm=FedAvg(uplink=TopK(0.1)), rounds=1, eval_every=None)
+    # every running statistic moved: none was dropped by the sparsifier
+    assert bool((model.state_dict()["net.2.running_var"] != before).all())

@@ -137,6 +137,7 @@ class Algorithm:
         self._trainer: FederatedTrainer | None = None
         self._global_model: LightningModule | None = None
         self._shared_keys: list[str] = []
+        self._buffer_keys: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -159,6 +160,8 @@ class Algorithm:
         self._shared_keys = [
             k for k in model.state_dict() if not (self.local_bn and is_batchnorm_key(model, k))
         ]
+        parameters = {name for name, _ in model.named_parameters()}
+        self._buffer_keys = frozenset(k for k in model.state_dict() if k not in parameters)
 
     @property
     def stateful_clients(self) -> bool:
@@ -169,6 +172,11 @@ class Algorithm:
     def shared_keys(self) -> list[str]:
         """State-dict keys of the global model that travel and are aggregated."""
         return self._shared_keys
+
+    @property
+    def buffer_keys(self) -> frozenset[str]:
+        """State-dict keys of buffers (BatchNorm statistics...): sent dense by every codec."""
+        return self._buffer_keys
 
     def global_state(self) -> dict[str, Tensor]:
         """The shared part of the global model's state (tensors are not copied)."""
@@ -208,7 +216,7 @@ class Algorithm:
 
     def server_message(self, round: int, client: int) -> Message:
         """Build what the server sends ``client``: the global weights. Server side."""
-        return Message(self.global_state(), codec=self.downlink)
+        return Message(self.global_state(), codec=self.downlink, dense=self.buffer_keys)
 
     def aggregate(self, round: int, replies: list[Reply]) -> None:
         """Add the sample-weighted mean of the clients' updates to the global model.
@@ -275,7 +283,12 @@ class Algorithm:
                 k: v.detach().clone() for k, v in state.items() if k not in ctx.received
             }
         update = {k: state[k] - ctx.received[k] for k in ctx.received}
-        return Message(update, codec=self.uplink, scalars={"num_samples": ctx.num_samples})
+        return Message(
+            update,
+            codec=self.uplink,
+            scalars={"num_samples": ctx.num_samples},
+            dense=self.buffer_keys,
+        )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -142,7 +142,9 @@ class SubNetworkAlgorithm(Algorithm):
         extras = {
             WIDTHS_KEY: torch.tensor([widths[g] for g in self.model.groups], dtype=torch.int32)
         }
-        return Message(self._state_cache[1], extras=extras, codec=self.downlink)
+        return Message(
+            self._state_cache[1], extras=extras, codec=self.downlink, dense=self.buffer_keys
+        )
 
     @override
     def aggregate(self, round: int, replies: list[Reply]) -> None:
