@@ -606,7 +606,7 @@ def _seed_torch(seed: int) -> None:
     recording a stack trace each time: milliseconds per client on a CPU-only run.
     """
     torch.random.default_generator.manual_seed(seed)
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_initialized():  # is_available() probes the driver on every call
         torch.cuda.manual_seed_all(seed)
 
 
