@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from fedlightning.algorithms.base import ClientContext
+from fedlightning.algorithms.functional import proximal_term
 from fedlightning.algorithms.subnetwork import SubNetworkAlgorithm
 from fedlightning.codecs import Codec
 from fedlightning.models.masked.base import MaskedClassifier
@@ -365,12 +366,7 @@ class FedMorphProx(FedMorph):
     ) -> Tensor:
         if self.mu == 0.0:
             return loss
-        prox = sum(
-            ((p - ctx.received[n]) ** 2).sum()
-            for n, p in module.named_parameters()
-            if n in ctx.received
-        )
-        return loss + 0.5 * self.mu * prox
+        return loss + proximal_term(module, ctx.received, self.mu)
 
     def __repr__(self) -> str:
         return super().__repr__().replace("FedMorphProx(", f"FedMorphProx(mu={self.mu}, ", 1)

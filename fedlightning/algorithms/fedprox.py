@@ -10,6 +10,7 @@ from typing_extensions import override
 
 from fedlightning.algorithms.base import ClientContext
 from fedlightning.algorithms.fedavg import FedAvg
+from fedlightning.algorithms.functional import proximal_term
 from fedlightning.codecs import Codec
 
 __all__ = ["FedProx"]
@@ -50,12 +51,7 @@ class FedProx(FedAvg):
     ) -> Tensor:
         if self.mu == 0.0:
             return loss
-        prox = sum(
-            ((p - ctx.received[n]) ** 2).sum()
-            for n, p in module.named_parameters()
-            if n in ctx.received
-        )
-        return loss + 0.5 * self.mu * prox
+        return loss + proximal_term(module, ctx.received, self.mu)
 
     def __repr__(self) -> str:
         return f"FedProx(mu={self.mu}, uplink={self.uplink!r}, downlink={self.downlink!r})"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["weighted_average"]
+__all__ = ["proximal_term", "weighted_average"]
 
 
 def weighted_average(
@@ -56,3 +56,26 @@ def weighted_average(
                 acc64 = acc64 + mapping[name].to(torch.float64) * share
             out[name] = acc64.round().to(first.dtype)
     return out
+
+
+def proximal_term(module: nn.Module, anchor: Mapping[str, Tensor], mu: float) -> Tensor:
+    """FedProx's proximal term ``mu / 2 * ||w - w_anchor||^2`` over the module's parameters.
+
+    Parameters missing from ``anchor`` (e.g. kept local) are left out.
+
+    Args:
+        module: The client's module.
+        anchor: The weights the client received, by parameter name.
+        mu: Proximal coefficient.
+
+    Returns:
+        A scalar tensor (zero when nothing is anchored).
+
+    References:
+        T. Li et al., "Federated Optimization in Heterogeneous Networks", MLSys 2020.
+    """
+    total = torch.zeros(())
+    for name, param in module.named_parameters():
+        if name in anchor:
+            total = total + ((param - anchor[name]) ** 2).sum()
+    return 0.5 * mu * total

@@ -27,3 +27,16 @@ def test_weighted_average_rejects_bad_weights(weights: list[float]) -> None:
 def test_weighted_average_rejects_length_mismatch() -> None:
     with pytest.raises(ValueError, match="one weight per mapping"):
         weighted_average([{"w": torch.ones(1)}], [1.0, 2.0])
+
+
+def test_proximal_term_by_hand() -> None:
+    from torch import nn
+
+    from fedlightning.algorithms.functional import proximal_term
+
+    layer = nn.Linear(2, 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        layer.bias.fill_(3.0)
+    anchor = {"weight": torch.tensor([[0.0, 0.0]])}  # the bias is not anchored
+    assert float(proximal_term(layer, anchor, mu=0.5)) == 0.25 * (1.0 + 4.0)
