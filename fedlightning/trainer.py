@@ -582,9 +582,6 @@ class FederatedTrainer:
                 run_dir = getattr(experiment, "dir", None) if experiment is not None else None
                 if run_dir:
                     self.results.setdefault("loggers", {})[type(lg).__name__] = str(run_dir)
-                if type(lg).__name__ == "WandbLogger" and experiment is not None:
-                    # Close the run so its files are complete and a later logger starts anew.
-                    experiment.finish()
             except Exception as exc:
                 log.warning("logger %s failed to finalize (%r)", type(lg).__name__, exc)
         if self.output_dir is not None:

@@ -18,6 +18,8 @@ def test_wandb_offline_run_files_contain_the_logged_byte_counts(tmp_path: Path) 
         rounds=3, clients_per_round=2, logger=logger, progress_bar=False, output_dir=tmp_path
     )
     trainer.fit(BoringClassifier(), demo_datamodule())
+    # The run stays open after fit (as under Lightning) so that callers can add to it.
+    logger.experiment.finish()
     run = read_wandb_run(tmp_path / "wandb")
     logged = [h for h in run["history"] if "bytes_down" in h]
     assert [h["bytes_down"] for h in logged] == [h["bytes_down"] for h in trainer.history]
