@@ -146,7 +146,6 @@ def test_bad_data_and_ids() -> None:
         too_many.setup()
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_fashion_mnist_sorted_shards() -> None:
     dm = FederatedDataModule(
         "fashion_mnist", partition=SortedShards(100, 2), batch_size=60, seed=0, download=False

@@ -84,7 +84,6 @@ def test_read_idx_bad_magic_and_trailing_bytes(tmp_path: Path) -> None:
         read_idx(header_only)
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist() -> None:
     x, y = load_dataset("fashion_mnist", split="train", download=False)
     assert x.shape == (60000, 1, 28, 28) and x.dtype == torch.float32
