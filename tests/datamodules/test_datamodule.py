@@ -17,8 +17,6 @@ from fedlightning.datamodules import (
     TensorLoader,
 )
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
 
 def tensors(n: int = 200, classes: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)

@@ -15,8 +15,6 @@ from fedlightning.datamodules import DatasetNotFoundError, load_dataset
 from fedlightning.datamodules import datasets as ds
 from fedlightning.datamodules.datasets import read_idx
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
 
 def write_idx(path: Path, arr: np.ndarray, *, compress: bool = False, cut: int = 0) -> Path:
     code = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}[arr.dtype]
