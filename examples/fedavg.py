@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule
 
 from fedlightning import FederatedTrainer
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     dm.setup()
     dm.plot_partition(output_dir / "partition.png")
+    torch.manual_seed(args.seed)  # the model's initial weights derive from --seed too
     model: LightningModule = (
         CIFARClassifier(lr=args.lr) if args.dataset == "cifar10" else MNISTClassifier(lr=args.lr)
     )
