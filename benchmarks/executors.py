@@ -41,7 +41,7 @@ from lightning.pytorch import LightningModule
 
 from fedlightning import FederatedTrainer
 from fedlightning.algorithms import FedAvg
-from fedlightning.callbacks import Callback
+from fedlightning.callbacks import RoundTimer
 from fedlightning.datamodules import FederatedDataModule, SortedShards
 from fedlightning.datamodules.anomaly import AnomalyDataModule
 from fedlightning.executors import Executor, resolve_executor
@@ -50,20 +50,6 @@ from fedlightning.executors.ray import RayExecutor
 from fedlightning.executors.vectorized import VectorizedExecutor
 from fedlightning.models import MNISTClassifier
 from fedlightning.models.autoencoders import ConvAutoencoder7, FlatAutoencoder
-
-
-class RoundTimer(Callback):
-    """Wall time of each round, from client selection to the aggregated model."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_round_start(self, trainer: Any, round: int) -> None:
-        self._start = time.perf_counter()
-
-    def on_round_end(self, trainer: Any, round: int) -> None:
-        self.times.append(time.perf_counter() - self._start)
 
 
 def plain_loop(

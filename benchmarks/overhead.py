@@ -18,7 +18,6 @@ import json
 import resource
 import statistics
 import time
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,23 +25,9 @@ import torch.nn.functional as F
 
 from fedlightning import FederatedTrainer
 from fedlightning.algorithms import FedAvg
-from fedlightning.callbacks import Callback
+from fedlightning.callbacks import RoundTimer
 from fedlightning.datamodules import FederatedDataModule, SortedShards
 from fedlightning.models import MNISTClassifier
-
-
-class RoundTimer(Callback):
-    """Wall time of each round, from client selection to the aggregated model."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_round_start(self, trainer: Any, round: int) -> None:
-        self._start = time.perf_counter()
-
-    def on_round_end(self, trainer: Any, round: int) -> None:
-        self.times.append(time.perf_counter() - self._start)
 
 
 def raw_fedavg(

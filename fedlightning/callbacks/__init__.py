@@ -2,5 +2,6 @@
 
 from fedlightning.callbacks.base import Callback, Direction
 from fedlightning.callbacks.comm_cost import CommCost
+from fedlightning.callbacks.timer import RoundTimer
 
-__all__ = ["Callback", "CommCost", "Direction"]
+__all__ = ["Callback", "CommCost", "Direction", "RoundTimer"]
