@@ -16,6 +16,7 @@ References:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -45,7 +46,7 @@ __all__ = ["SubNetworkAlgorithm", "WIDTHS_KEY"]
 WIDTHS_KEY = "widths"
 
 
-class SubNetworkAlgorithm(Algorithm):
+class SubNetworkAlgorithm(Algorithm, ABC):
     """Base of algorithms that train sub-networks cut from a masked server network.
 
     Subclasses implement :meth:`kept`. The global model must be a
@@ -81,9 +82,9 @@ class SubNetworkAlgorithm(Algorithm):
         return model
 
     # ------------------------------------------------------------------ to override
+    @abstractmethod
     def kept(self, round: int, client: int) -> Kept:
         """The channels ``client`` gets in ``round``, per mask group (sorted indices)."""
-        raise NotImplementedError
 
     def share_key(self, round: int, client: int) -> tuple[int, int]:
         """Clients with the same key get the same sub-network (default: one per round)."""

@@ -16,6 +16,7 @@ References:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,7 @@ class LayerSpec:
     bn: str | None
 
 
-class MaskedClassifier(LightningModule):
+class MaskedClassifier(LightningModule, ABC):
     """Base class of the soft-masked ResNet and VGG classifiers of seed 004.
 
     Subclasses implement :meth:`default_widths`, :meth:`build` (create the layers with the
@@ -149,17 +150,17 @@ class MaskedClassifier(LightningModule):
                 self.mask_logits[group] = nn.Parameter(v)
 
     # ------------------------------------------------------------------ architecture
+    @abstractmethod
     def default_widths(self) -> dict[str, int]:
         """Channels of every mask group in the full architecture (the paper's tables)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def build(self) -> None:
         """Create the layers with ``self.widths`` and append their specs to ``self.specs``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def forward_masked(self, x: Tensor, masks: Mapping[str, Tensor] | None) -> Tensor:
         """Forward pass; ``masks`` maps each group to ``(1 or N, C)`` mask values, or None."""
-        raise NotImplementedError
 
     def _check_widths(self, widths: Mapping[str, int] | None) -> dict[str, int]:
         if widths is None:
