@@ -85,3 +85,17 @@ def test_yaml_config_builds_the_seed000_pipeline():
     assert isinstance(init.model, ConvAutoencoder7)
     assert init.trainer.rounds == 10
     assert init.data.partition.num_clients == 90
+
+
+def test_same_seed_same_result_and_parallel_baselines_change_nothing(quick_run, tmp_path):
+    # The fixture ran everything in one process; this run puts the baselines in a second
+    # process (--jobs 2). Same seed: the same communities and the same AUC of every client.
+    _, first = quick_run
+    args = ["--output-dir", str(tmp_path), "--quick", "--seed", "1", "--jobs", "2"]
+    assert _example().main(args) == 0
+    second = json.loads((tmp_path / "results.json").read_text())
+    assert second["communities"] == first["communities"]
+    for name in ("local", "federated", "ideal"):
+        assert second["auc"][name]["per_class"] == first["auc"][name]["per_class"]
+    assert (tmp_path / "baselines" / "results.json").exists()
+    assert set(second["timings"]) >= {"federated_s", "phase1_s", "ideal_s", "local_s"}
