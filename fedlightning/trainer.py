@@ -151,7 +151,8 @@ class FederatedTrainer:
         self.rounds = rounds
         self.clients_per_round = clients_per_round
         self.fraction = fraction
-        self.plan = RoundPlan(local_epochs, local_steps, eval_local)
+        self.configured_plan = RoundPlan(local_epochs, local_steps, eval_local)
+        self.plan = self.configured_plan  # the current round's (Algorithm.round_plan)
         self.seed = seed
         self.callbacks: list[Callback] = list(callbacks or [])
         if not any(isinstance(c, CommCost) for c in self.callbacks):
@@ -202,10 +203,10 @@ class FederatedTrainer:
             "rounds": self.rounds,
             "clients_per_round": self.clients_per_round,
             "fraction": self.fraction,
-            "local_epochs": self.plan.epochs,
-            "local_steps": self.plan.steps,
+            "local_epochs": self.configured_plan.epochs,
+            "local_steps": self.configured_plan.steps,
             "eval_every": self.eval_every,
-            "eval_local": self.plan.eval_local,
+            "eval_local": self.configured_plan.eval_local,
             "executor": self.executor.name,
             "seed": self.seed,
         }
@@ -298,6 +299,7 @@ class FederatedTrainer:
         self._pending = {}
         for callback in self.callbacks:
             callback.on_round_start(self, rnd)
+        self.plan = self.algorithm.round_plan(rnd, self.configured_plan)
         selected = self.algorithm.select_clients(rnd, clients)
         messages: dict[int, Message] = {}
         for client in selected:

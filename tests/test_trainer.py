@@ -330,3 +330,35 @@ def test_topk_uplink_keeps_batchnorm_statistics_dense() -> None:
     _fit(model, demo_datamodule(), algorithm=FedAvg(uplink=TopK(0.1)), rounds=1, eval_every=None)
     # every running statistic moved: none was dropped by the sparsifier
     assert bool((model.state_dict()["net.2.running_var"] != before).all())
+
+
+def test_round_plan_hook_sets_each_rounds_local_work() -> None:
+    import dataclasses
+
+    from fedlightning.callbacks import Callback
+
+    class Schedule(FedAvg):
+        def round_plan(self, round, plan):  # type: ignore[no-untyped-def]
+            return dataclasses.replace(plan, epochs=None, steps=round)
+
+    class Steps(Callback):
+        def __init__(self) -> None:
+            self.steps: dict[int, set[float]] = {}
+
+        def on_client_fit_end(self, trainer, round, reply):  # type: ignore[no-untyped-def]
+            self.steps.setdefault(round, set()).add(reply.metrics["steps"])
+
+    steps = Steps()
+    trainer = _fit(
+        BoringClassifier(),
+        demo_datamodule(num_clients=4, batch_size=8),
+        algorithm=Schedule(),
+        rounds=3,
+        local_epochs=1,
+        eval_every=None,
+        callbacks=[steps],
+    )
+    assert steps.steps == {1: {1.0}, 2: {2.0}, 3: {3.0}}
+    # The configured plan is what each round starts from, and what is logged.
+    assert trainer.configured_plan.epochs == 1 and trainer.configured_plan.steps is None
+    assert trainer.plan.steps == 3

@@ -25,7 +25,7 @@ from fedlightning.messages import Message
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.trainer import FederatedTrainer
+    from fedlightning.trainer import FederatedTrainer, RoundPlan
 
 __all__ = ["Algorithm", "ClientContext", "Reply", "is_batchnorm_key", "load_tensors"]
 
@@ -196,6 +196,23 @@ class Algorithm:
         """
         self._trainer = trainer
         self.global_model = model
+
+    def round_plan(self, round: int, plan: RoundPlan) -> RoundPlan:
+        """The local work of round ``round``. Server side, called before client selection.
+
+        The default keeps the trainer's configured plan. Override for a schedule, e.g. seed
+        000's 1 local epoch in round 1 then 10 per round:
+        ``dataclasses.replace(plan, epochs=1 if round == 1 else 10)``. Every executor
+        trains the round's clients with the plan returned here.
+
+        Args:
+            round: Round number, from 1.
+            plan: The plan the trainer was configured with (never a previous round's).
+
+        Returns:
+            The plan of this round.
+        """
+        return plan
 
     def select_clients(self, round: int, clients: Sequence[int]) -> list[int]:
         """Choose the clients of a round, uniformly without replacement. Server side.

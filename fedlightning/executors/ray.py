@@ -203,6 +203,7 @@ class ClientWorker:
         algorithm: bytes,
         jobs: Sequence[tuple[int, Message, dict[str, Any]]],
         return_weights: bool = False,
+        plan: RoundPlan | None = None,
     ) -> list[tuple[str, Any]]:
         """Train the clients of ``jobs`` one after another.
 
@@ -212,6 +213,8 @@ class ClientWorker:
             jobs: ``(client, message, client_state)`` per client.
             return_weights: Also return each trained module's state (for local evaluation
                 on the driver).
+            plan: The round's local-work plan (``Algorithm.round_plan``); ``None`` keeps
+                the last one.
 
         Returns:
             Per client, ``("ok", (reply, state, weights_or_None, seconds))`` or
@@ -222,6 +225,8 @@ class ClientWorker:
             self._snapshot = (round, snapshot)
             self.trainer.algorithm = snapshot
         self.trainer.current_round = round
+        if plan is not None:
+            self.trainer.plan = plan
         alg = self._snapshot[1]
         out: list[tuple[str, Any]] = []
         for client, message, state in jobs:
@@ -406,7 +411,9 @@ class RayExecutor(Executor):
                 (c, messages[c], trainer.client_states.get(c, {}) if stateful else {})
                 for c in clients
             ]
-            futures.append((clients, actor.run.remote(round, snapshot, jobs, eval_local)))
+            futures.append(
+                (clients, actor.run.remote(round, snapshot, jobs, eval_local, trainer.plan))
+            )
         results: dict[int, tuple[str, Any]] = {}
         for clients, future in futures:
             try:

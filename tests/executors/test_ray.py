@@ -131,3 +131,28 @@ def test_same_global_model_as_sequential_on_local_ray() -> None:
         assert ray.is_initialized()  # Ray was already running: the executor leaves it up
     finally:
         ray.shutdown()
+
+
+def test_client_worker_trains_with_the_rounds_plan() -> None:
+    """``Algorithm.round_plan`` reaches the actors: the plan travels with each round."""
+    import dataclasses
+
+    from fedlightning.executors.ray import _dump_algorithm
+
+    dm = image_datamodule()
+    trainer = fit(BoringClassifier(in_features=64), dm, "sequential", FedAvg(), rounds=1)
+    worker = ClientWorker(
+        BoringClassifier(in_features=64),
+        dm,
+        seed=trainer.seed,
+        plan=trainer.plan,
+        rounds=2,
+        eval_every=None,
+        torch_threads=None,
+    )
+    message = trainer.algorithm.server_message(2, 0)
+    two_steps = dataclasses.replace(trainer.plan, epochs=None, steps=2)
+    [(status, (reply, *_))] = worker.run(
+        2, _dump_algorithm(trainer), [(0, message, {})], plan=two_steps
+    )
+    assert status == "ok" and reply.metrics["steps"] == 2

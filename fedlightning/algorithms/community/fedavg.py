@@ -21,7 +21,7 @@ from fedlightning.messages import Message
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.trainer import FederatedTrainer
+    from fedlightning.trainer import FederatedTrainer, RoundPlan
 
 __all__ = ["CommunityFedAvg"]
 
@@ -122,11 +122,11 @@ class CommunityFedAvg(Algorithm):
         return module
 
     @override
-    def select_clients(self, round: int, clients: Sequence[int]) -> list[int]:
-        if self.epochs_per_round is not None:
-            epochs = self.epochs_per_round[min(round, len(self.epochs_per_round)) - 1]
-            self.trainer.plan = dataclasses.replace(self.trainer.plan, epochs=epochs)
-        return super().select_clients(round, clients)
+    def round_plan(self, round: int, plan: RoundPlan) -> RoundPlan:
+        if self.epochs_per_round is None:
+            return plan
+        epochs = self.epochs_per_round[min(round, len(self.epochs_per_round)) - 1]
+        return dataclasses.replace(plan, epochs=epochs)
 
     @override
     def server_message(self, round: int, client: int) -> Message:
