@@ -200,7 +200,7 @@ def run_federation(
         logger=loggers,
         eval_every=None,
         output_dir=args.output_dir / name,
-        progress_bar=False,
+        progress_bar=not args.quick,  # rounds of a full run take minutes: show them
     )
     trainer.fit(phase2_model(args.phase2_model, args.lr, args.seed), dm)
     models = [algorithm.community_model(k) for k in range(len(algorithm.communities))]
@@ -502,6 +502,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "communities": communities,
         "client_inlier_class": classes,
+        # Phase I's intermediate products, so other community methods or tolerances can be
+        # tried on this run's scores without training the detectors again.
+        "phase1": {
+            "ratios": fed.phase1_result.ratios.tolist(),
+            "candidates": fed.phase1_result.candidates,
+            "tolerance": args.tolerance,
+            "method": args.community_method,
+        },
         "community_table": community_table(communities, classes),
         "ari": adjusted_rand(communities, classes),
         "modularity": None if math.isnan(modularity) else modularity,

@@ -99,3 +99,15 @@ def test_same_seed_same_result_and_parallel_baselines_change_nothing(quick_run, 
         assert second["auc"][name]["per_class"] == first["auc"][name]["per_class"]
     assert (tmp_path / "baselines" / "results.json").exists()
     assert set(second["timings"]) >= {"federated_s", "phase1_s", "ideal_s", "local_s"}
+
+
+def test_phase1_scores_are_kept_and_reproduce_the_candidate_lists(quick_run):
+    import numpy as np
+
+    from fedlightning.algorithms.community.graph import candidate_lists
+
+    _, r = quick_run
+    n = r["num_clients"]
+    ratios = np.array(r["phase1"]["ratios"])
+    assert ratios.shape == (n, n) and ((ratios >= 0) & (ratios <= 1)).all()
+    assert candidate_lists(ratios, r["phase1"]["tolerance"]) == r["phase1"]["candidates"]
