@@ -152,7 +152,7 @@ def test_fedmorphprox_adds_the_proximal_term() -> None:
         module.fc.bias.add_(2.0)  # 10 entries moved by 2
     ctx = ClientContext(client=0, round=1, message=Message(), received=received, num_samples=1)
     loss = algorithm.training_loss(ctx, module, None, torch.tensor(1.0))
-    assert float(loss) == pytest.approx(1.0 + 0.5 * 0.5 * 10 * 4.0)
+    assert float(loss.detach()) == pytest.approx(1.0 + 0.5 * 0.5 * 10 * 4.0)
     assert copy.copy(algorithm).mu == 0.5
     assert "FedMorphProx(mu=0.5" in repr(algorithm)
 
