@@ -57,9 +57,12 @@ from fedlightning.models.autoencoders import (
     ReconstructionAutoencoder,
 )
 from fedlightning.models.ocsvm import OneClassSVMDetector
+from fedlightning.trainer import derive_seed
 from fedlightning.version import __version__
 
 log = logging.getLogger("anomaly_detection")
+
+LOCAL_STREAM = 10**6  # seed stream of the local baseline: derive_seed(seed, LOCAL_STREAM, client)
 
 QUICK = {
     "train_subset": 4000,
@@ -401,7 +404,7 @@ def run_baselines(args: argparse.Namespace, dm: AnomalyDataModule) -> dict[str, 
             max_epochs=args.local_max_epochs,
             patience=args.patience,
             batch_size=args.batch_size,
-            seed=local_seed(args.seed, c),
+            seed=derive_seed(args.seed, LOCAL_STREAM, c),
         )
         local_models.append(model)
         local_epochs.append(epochs)
@@ -412,12 +415,6 @@ def run_baselines(args: argparse.Namespace, dm: AnomalyDataModule) -> dict[str, 
     timings["local_s"] = time.perf_counter() - t
     log.info("local: mean AUC %.3f", auc["local"]["mean"])
     return {"auc": auc, "timings": timings}
-
-
-def local_seed(seed: int, client: int) -> int:
-    """Seed of client ``client``'s local baseline (the trainer's ``seed_for(10**6, client)``)."""
-    state = np.random.SeedSequence([seed, 10**6, client]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
 
 
 def start_baselines_process(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], Path]:

@@ -46,6 +46,20 @@ _STREAM_SELECT = 0
 _STREAM_CLIENT = 1
 
 
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed derived from ``seed`` and ``keys`` (what ``FederatedTrainer.seed_for`` gives).
+
+    Args:
+        seed: The root seed.
+        *keys: Non-negative integers naming the stream, e.g. ``(round, client)``.
+
+    Returns:
+        An integer in ``[0, 2**63)``.
+    """
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
 @dataclass(frozen=True)
 class RoundPlan:
     """How much local work a client does per round.
@@ -226,8 +240,7 @@ class FederatedTrainer:
 
     def seed_for(self, *keys: int) -> int:
         """A 63-bit seed derived from the trainer's seed and ``keys``."""
-        state = np.random.SeedSequence([self.seed, *keys]).generate_state(2, np.uint32)
-        return int((int(state[0]) << 31) ^ int(state[1]))
+        return derive_seed(self.seed, *keys)
 
     def rng(self, *keys: int) -> np.random.Generator:
         """A NumPy generator derived from the trainer's seed and ``keys``."""

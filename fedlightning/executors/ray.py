@@ -98,9 +98,6 @@ class _WorkerTrainer:
         eval_every: int | None,
         datamodule: Any,
     ) -> None:
-        from fedlightning.trainer import FederatedTrainer
-
-        self._seeds = FederatedTrainer(seed=seed, logger=False, progress_bar=False)
         self.seed = seed
         self.plan = plan
         self.rounds = rounds
@@ -117,11 +114,13 @@ class _WorkerTrainer:
 
     def seed_for(self, *keys: int) -> int:
         """As :meth:`FederatedTrainer.seed_for`."""
-        return self._seeds.seed_for(*keys)
+        from fedlightning.trainer import derive_seed
+
+        return derive_seed(self.seed, *keys)
 
     def rng(self, *keys: int) -> np.random.Generator:
         """As :meth:`FederatedTrainer.rng`."""
-        return self._seeds.rng(*keys)
+        return np.random.default_rng(np.random.SeedSequence([self.seed, *keys]))
 
 
 class _AlgorithmUnpickler(pickle.Unpickler):
