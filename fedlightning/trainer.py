@@ -60,6 +60,11 @@ def derive_seed(seed: int, *keys: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
+def derive_rng(seed: int, *keys: int) -> np.random.Generator:
+    """A NumPy generator derived from ``seed`` and ``keys`` (``FederatedTrainer.rng``)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
 @dataclass(frozen=True)
 class RoundPlan:
     """How much local work a client does per round.
@@ -244,7 +249,7 @@ class FederatedTrainer:
 
     def rng(self, *keys: int) -> np.random.Generator:
         """A NumPy generator derived from the trainer's seed and ``keys``."""
-        return np.random.default_rng(np.random.SeedSequence([self.seed, *keys]))
+        return derive_rng(self.seed, *keys)
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Record metrics for the current round; they reach every logger at round end."""

@@ -120,7 +120,9 @@ class _WorkerTrainer:
 
     def rng(self, *keys: int) -> np.random.Generator:
         """As :meth:`FederatedTrainer.rng`."""
-        return np.random.default_rng(np.random.SeedSequence([self.seed, *keys]))
+        from fedlightning.trainer import derive_rng
+
+        return derive_rng(self.seed, *keys)
 
 
 class _AlgorithmUnpickler(pickle.Unpickler):

@@ -18,6 +18,21 @@ from tests.executors.conftest import fit, image_datamodule, max_abs_diff
 ray = pytest.importorskip("ray")
 
 
+def _worker(
+    model: Any, dm: Any, trainer: Any, *, rounds: int, eval_every: int | None
+) -> ClientWorker:
+    """A pool worker in this process, set up as the trainer would set up its actors."""
+    return ClientWorker(
+        model,
+        dm,
+        seed=trainer.seed,
+        plan=trainer.plan,
+        rounds=rounds,
+        eval_every=eval_every,
+        torch_threads=None,
+    )
+
+
 def test_assign_clients_balances_by_load() -> None:
     loads = {0: 5.0, 1: 3.0, 2: 3.0, 3: 1.0, 4: 4.0}
     bins = assign_clients(loads, 2)
@@ -66,15 +81,7 @@ def test_client_worker_reports_a_failing_client() -> None:
     trainer = fit(BoringClassifier(in_features=64), dm, "sequential", Boom(), rounds=1)
     from fedlightning.executors.ray import _dump_algorithm
 
-    worker = ClientWorker(
-        BoringClassifier(in_features=64),
-        dm,
-        seed=trainer.seed,
-        plan=trainer.plan,
-        rounds=1,
-        eval_every=1,
-        torch_threads=None,
-    )
+    worker = _worker(BoringClassifier(in_features=64), dm, trainer, rounds=1, eval_every=1)
     message = trainer.algorithm.server_message(1, 0)
     out = worker.run(1, _dump_algorithm(trainer), [(0, message, {}), (1, message, {})])
     assert out[0][0] == "ok" and out[1] == ("failed", "RuntimeError: no memory")
@@ -89,15 +96,7 @@ def test_client_worker_reply_equals_run_client() -> None:
     trainer = fit(ConvAutoencoder5(lr=1e-2), dm, "sequential", FedProx(mu=0.5), rounds=1)
     message = trainer.algorithm.server_message(2, 3)
     expected = trainer.run_client(2, 3, message)
-    worker = ClientWorker(
-        ConvAutoencoder5(lr=1e-2),
-        dm,
-        seed=trainer.seed,
-        plan=trainer.plan,
-        rounds=1,
-        eval_every=1,
-        torch_threads=None,
-    )
+    worker = _worker(ConvAutoencoder5(lr=1e-2), dm, trainer, rounds=1, eval_every=1)
     [(status, (reply, _, _, seconds))] = worker.run(2, _dump_algorithm(trainer), [(3, message, {})])
     assert status == "ok" and seconds > 0
     assert reply.metrics == expected.metrics
@@ -141,15 +140,7 @@ def test_client_worker_trains_with_the_rounds_plan() -> None:
 
     dm = image_datamodule()
     trainer = fit(BoringClassifier(in_features=64), dm, "sequential", FedAvg(), rounds=1)
-    worker = ClientWorker(
-        BoringClassifier(in_features=64),
-        dm,
-        seed=trainer.seed,
-        plan=trainer.plan,
-        rounds=2,
-        eval_every=None,
-        torch_threads=None,
-    )
+    worker = _worker(BoringClassifier(in_features=64), dm, trainer, rounds=2, eval_every=None)
     message = trainer.algorithm.server_message(2, 0)
     two_steps = dataclasses.replace(trainer.plan, epochs=None, steps=2)
     [(status, (reply, *_))] = worker.run(
