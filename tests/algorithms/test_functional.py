@@ -39,4 +39,4 @@ def test_proximal_term_by_hand() -> None:
         layer.weight.copy_(torch.tensor([[1.0, 2.0]]))
         layer.bias.fill_(3.0)
     anchor = {"weight": torch.tensor([[0.0, 0.0]])}  # the bias is not anchored
-    assert float(proximal_term(layer, anchor, mu=0.5)) == 0.25 * (1.0 + 4.0)
+    assert float(proximal_term(layer, anchor, mu=0.5).detach()) == 0.25 * (1.0 + 4.0)
