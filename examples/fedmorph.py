@@ -128,6 +128,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="FedMorph: recompute BatchNorm statistics after distilling (not in the paper)",
     )
+    p.add_argument(
+        "--distill-masks",
+        choices=["noisy", "straight_through"],
+        default="noisy",
+        help="FedMorph student masks while distilling: eq. (6)'s noisy ones (the paper) or "
+        "the exact sub-network with a straight-through gradient (not in the paper)",
+    )
+    p.add_argument("--mask-lr", type=float, default=None, help="default: the distillation lr")
     p.add_argument("--tau", type=float, default=1e-3)
     p.add_argument("--mask-init-mean", type=float, default=None, help="default: the model's")
     p.add_argument("--mask-init-scale", type=float, default=1.0)
@@ -241,6 +249,8 @@ def make_algorithm(name: str, args: argparse.Namespace, distill_x: Tensor) -> Al
         "lam": args.lam,
         "regularizer": args.regularizer,
         "recalibrate_bn": args.recalibrate_bn,
+        "distill_masks": args.distill_masks,
+        "mask_lr": args.mask_lr,
         "uplink": uplink,
     }
     builders: dict[str, Callable[[], Algorithm]] = {

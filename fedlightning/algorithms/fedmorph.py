@@ -35,10 +35,11 @@ if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
     from fedlightning.trainer import FederatedTrainer
 
-__all__ = ["FedMorph", "FedMorphProx", "distill", "recalibrate_batchnorm"]
+__all__ = ["DISTILL_MASKS", "FedMorph", "FedMorphProx", "distill", "recalibrate_batchnorm"]
 
 _STREAM_DISTILL = 47
 _STREAM_SUBSET = 53
+DISTILL_MASKS = ("noisy", "straight_through")
 
 
 def distill(
@@ -55,12 +56,17 @@ def distill(
     weight_decay: float = 5e-4,
     generator: torch.Generator | None = None,
     recalibrate_bn: bool = False,
+    masks: str = "noisy",
+    mask_lr: float | None = None,
 ) -> dict[str, float]:
     """Distil ``teacher`` into the masked ``student``'s weights and mask logits (eq. 7).
 
     Minimises ``JS(student(x) || teacher(x)) + lam * relaxed_size(student)`` over the
-    unlabeled ``inputs`` with SGD; the student's masks are noisy (eq. 6) while it trains.
-    Mask logits get no weight decay.
+    unlabeled ``inputs`` with SGD. With ``masks="noisy"`` (the paper) the student's masks are
+    eq. (6)'s noisy ones while it trains, which at tau -> 0 is dropout training without
+    rescaling (the paper's Theorem 1); with ``masks="straight_through"`` the student is
+    exactly the sub-network its masks keep, and the mask logits learn through a sigmoid
+    surrogate gradient. Mask logits get no weight decay.
 
     Args:
         student: The server's masked network (trained in place).
@@ -77,6 +83,9 @@ def distill(
         recalibrate_bn: Afterwards, recompute the BatchNorm running statistics on ``inputs``
             with the deterministic masks (what the next sub-network will see) instead of
             keeping those accumulated under noisy masks. Not in the paper.
+        masks: ``"noisy"`` (eq. 6) or ``"straight_through"`` (hard masks ``1[v >= 0]``
+            forward, the gradient of ``sigmoid(v)`` back; not in the paper).
+        mask_lr: Learning rate of the mask logits, > 0; default ``lr``.
 
     Returns:
         ``distill_js`` (mean JS over the last epoch), ``distill_size`` (relaxed size at the
@@ -97,6 +106,10 @@ def distill(
         raise ValueError(f"lr must be > 0, got lr={lr!r}")
     if not lam >= 0:
         raise ValueError(f"lam must be >= 0, got lam={lam!r}")
+    if masks not in DISTILL_MASKS:
+        raise ValueError(f"masks must be one of {DISTILL_MASKS}, got masks={masks!r}")
+    if mask_lr is not None and not mask_lr > 0:
+        raise ValueError(f"mask_lr must be None or > 0, got mask_lr={mask_lr!r}")
     if inputs.ndim != 4 or inputs.shape[0] == 0:
         raise ValueError(
             f"inputs must be a non-empty (N, C, H, W) tensor, got {tuple(inputs.shape)}"
@@ -104,7 +117,11 @@ def distill(
     optimizer = torch.optim.SGD(
         [
             {"params": student.weight_parameters(), "weight_decay": weight_decay},
-            {"params": list(student.mask_logits.parameters()), "weight_decay": 0.0},
+            {
+                "params": list(student.mask_logits.parameters()),
+                "weight_decay": 0.0,
+                "lr": lr if mask_lr is None else mask_lr,
+            },
         ],
         lr=lr,
         momentum=momentum,
@@ -112,6 +129,7 @@ def distill(
     teacher.eval()
     student.train()
     student.noise_generator = generator
+    student.straight_through = masks == "straight_through"
     steps = 0
     js_sum, js_count = 0.0, 0
     try:
@@ -132,6 +150,7 @@ def distill(
                 steps += 1
     finally:
         student.noise_generator = None
+        student.straight_through = False
     if recalibrate_bn:
         recalibrate_batchnorm(student, inputs, batch_size)
     student.eval()
@@ -193,6 +212,10 @@ class FedMorph(SubNetworkAlgorithm):
         weight_decay: Distillation SGD weight decay.
         recalibrate_bn: After each distillation, recompute the BatchNorm statistics with the
             deterministic masks (see :func:`distill`); off by default, as in the paper.
+        distill_masks: The student's masks while distilling: ``"noisy"`` (eq. 6, the
+            paper) or ``"straight_through"`` (the exact sub-network forward, a sigmoid
+            gradient for the logits; see :func:`distill`).
+        mask_lr: Distillation learning rate of the mask logits; default ``distill_lr``.
         uplink: Codec for client updates, e.g. ``TopK(0.1)``.
         downlink: Codec for the sub-network weights.
 
@@ -221,6 +244,8 @@ class FedMorph(SubNetworkAlgorithm):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         recalibrate_bn: bool = False,
+        distill_masks: str = "noisy",
+        mask_lr: float | None = None,
         uplink: Codec | None = None,
         downlink: Codec | None = None,
     ) -> None:
@@ -246,6 +271,12 @@ class FedMorph(SubNetworkAlgorithm):
             raise ValueError(
                 f"regularizer must be 'params' or 'flops', got regularizer={regularizer!r}"
             )
+        if distill_masks not in DISTILL_MASKS:
+            raise ValueError(
+                f"distill_masks must be one of {DISTILL_MASKS}, got distill_masks={distill_masks!r}"
+            )
+        if mask_lr is not None and not mask_lr > 0:
+            raise ValueError(f"mask_lr must be None or > 0, got mask_lr={mask_lr!r}")
         if distill_data is not None and (distill_data.ndim != 4 or distill_data.shape[0] == 0):
             raise ValueError(
                 "distill_data must be a non-empty (N, C, H, W) tensor, got shape "
@@ -263,6 +294,8 @@ class FedMorph(SubNetworkAlgorithm):
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.recalibrate_bn = bool(recalibrate_bn)
+        self.distill_masks = distill_masks
+        self.mask_lr = None if mask_lr is None else float(mask_lr)
         self.layer_history: list[dict[str, float]] = []
         self._inputs: Tensor | None = None
 
@@ -316,6 +349,8 @@ class FedMorph(SubNetworkAlgorithm):
             weight_decay=self.weight_decay,
             generator=gen,
             recalibrate_bn=self.recalibrate_bn,
+            masks=self.distill_masks,
+            mask_lr=self.mask_lr,
         )
         self._record_layers(round)
         self.trainer.log_metrics(metrics)
@@ -334,7 +369,8 @@ class FedMorph(SubNetworkAlgorithm):
             f"{type(self).__name__}(distill_every={self.distill_every}, "
             f"distill_epochs={self.distill_epochs}, distill_lr={self.distill_lr}, "
             f"lam={self.lam}, regularizer={self.regularizer!r}, "
-            f"recalibrate_bn={self.recalibrate_bn}, uplink={self.uplink!r}, "
+            f"recalibrate_bn={self.recalibrate_bn}, distill_masks={self.distill_masks!r}, "
+            f"mask_lr={self.mask_lr}, uplink={self.uplink!r}, "
             f"downlink={self.downlink!r})"
         )
 

@@ -77,6 +77,78 @@ def test_distill_is_reproducible_from_its_generator() -> None:
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
+def _self_distilled_js(masks: str, seed: int) -> float:
+    """JS between a sub-network and its own network after distilling into it, lam = 0.
+
+    The mask logits are (almost) frozen, so the sub-network morphed afterwards keeps the
+    same channels and any divergence comes from what distillation did to the weights.
+    One batch of all the images, so the student's batch statistics are the teacher's
+    running statistics and the two start out computing the same function.
+    """
+    torch.manual_seed(seed)  # the weights' initialisation
+    student = tiny(seed=seed)
+    with torch.no_grad():
+        for i, v in enumerate(student.mask_logits.values()):
+            v.copy_(torch.linspace(-1.0, 1.0, v.shape[0]).roll(i))
+        student.fc.weight.mul_(10.0)  # confident outputs, as after training
+    x = torch.rand(64, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    student.train()
+    student.straight_through = True
+    with torch.no_grad():  # BatchNorm statistics of the sub-network, as after client training
+        for _ in range(100):
+            student(x)
+    student.straight_through = False
+    teacher = cut(student)
+    teacher.eval()
+    distill(
+        student,
+        teacher,
+        x,
+        epochs=10,
+        batch_size=64,
+        lr=0.01,
+        lam=0.0,
+        masks=masks,
+        mask_lr=1e-9,  # the same sub-network before and after
+        generator=torch.Generator().manual_seed(seed),
+    )
+    morphed = cut(student)
+    morphed.eval()
+    with torch.no_grad():
+        return float(js_divergence(morphed(x), teacher(x)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_straight_through_distillation_keeps_the_sub_network_noisy_does_not(seed: int) -> None:
+    straight = _self_distilled_js("straight_through", seed)
+    noisy = _self_distilled_js("noisy", seed)
+    assert straight < 1e-3
+    assert noisy > 10 * straight
+
+
+def test_mask_lr_sets_the_mask_logits_step() -> None:
+    x = torch.rand(32, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    moved = []
+    for mask_lr in (1e-6, 1.0):
+        student = tiny(seed=1)
+        before = {g: v.detach().clone() for g, v in student.mask_logits.items()}
+        distill(
+            student,
+            cut(tiny(seed=1)),
+            x,
+            epochs=1,
+            batch_size=8,
+            lr=0.1,
+            lam=1e-2,
+            mask_lr=mask_lr,
+            generator=torch.Generator().manual_seed(0),
+        )
+        after = {g: v.detach() for g, v in student.mask_logits.items()}
+        moved.append(max(float((after[g] - before[g]).abs().max()) for g in before))
+    assert moved[0] < 1e-4
+    assert moved[1] > 1e3 * moved[0]
+
+
 def test_distill_rejects_bad_settings() -> None:
     x = torch.rand(4, 1, SIZE, SIZE)
     with pytest.raises(ValueError, match="epochs must be"):
@@ -85,6 +157,10 @@ def test_distill_rejects_bad_settings() -> None:
         distill(tiny(masked=False), cut(tiny()), x, epochs=1, batch_size=2, lr=0.1, lam=0.0)
     with pytest.raises(ValueError, match="inputs must be"):
         distill(tiny(), cut(tiny()), x[0], epochs=1, batch_size=2, lr=0.1, lam=0.0)
+    with pytest.raises(ValueError, match="masks must be one of"):
+        distill(tiny(), cut(tiny()), x, epochs=1, batch_size=2, lr=0.1, lam=0.0, masks="hard")
+    with pytest.raises(ValueError, match="mask_lr must be"):
+        distill(tiny(), cut(tiny()), x, epochs=1, batch_size=2, lr=0.1, lam=0.0, mask_lr=0.0)
 
 
 def test_fedmorph_distils_on_schedule_and_morphs_a_new_sub_network() -> None:
@@ -140,6 +216,10 @@ def test_fedmorph_rejects_bad_settings() -> None:
         FedMorph(regularizer="bytes")
     with pytest.raises(ValueError, match="distill_data must be"):
         FedMorph(distill_data=torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="distill_masks must be one of"):
+        FedMorph(distill_masks="gumbel")
+    with pytest.raises(ValueError, match="mask_lr must be"):
+        FedMorph(mask_lr=-1.0)
     with pytest.raises(ValueError, match="mu must be >= 0"):
         FedMorphProx(mu=-0.1)
 

@@ -26,7 +26,11 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from fedlightning.models.masked.functional import logistic_noise, relaxed_mask
+from fedlightning.models.masked.functional import (
+    logistic_noise,
+    relaxed_mask,
+    straight_through_mask,
+)
 
 __all__ = ["LayerSpec", "MaskedClassifier"]
 
@@ -141,6 +145,7 @@ class MaskedClassifier(LightningModule, ABC):
         self.specs: list[LayerSpec] = []
         self.noise_generator: torch.Generator | None = None
         self.mask_noise = True
+        self.straight_through = False
         self.build()
         self.mask_logits = nn.ParameterDict()
         if self.masked:
@@ -204,8 +209,11 @@ class MaskedClassifier(LightningModule, ABC):
         """Mask values of every group for one forward pass, or None when unmasked.
 
         In training mode each sample gets its own logistic noise (eq. 6, as while
-        distilling), drawn from ``self.noise_generator`` when set; in evaluation mode (or
-        with ``self.mask_noise = False``) the masks are the deterministic ``sigmoid(v / tau)``.
+        distilling), drawn from ``self.noise_generator`` when set; with
+        ``self.straight_through = True`` they are instead the noiseless hard masks
+        ``1[v >= 0]`` with a sigmoid gradient (:func:`straight_through_mask`); in evaluation
+        mode (or with ``self.mask_noise = False``) the masks are the deterministic
+        ``sigmoid(v / tau)``.
 
         Args:
             batch_size: Samples in the batch.
@@ -217,7 +225,9 @@ class MaskedClassifier(LightningModule, ABC):
             return None
         out: dict[str, Tensor] = {}
         for group, v in self.mask_logits.items():
-            if self.training and self.mask_noise:
+            if self.training and self.straight_through:
+                out[group] = straight_through_mask(v).unsqueeze(0)
+            elif self.training and self.mask_noise:
                 noise = logistic_noise(
                     (batch_size, v.shape[0]),
                     generator=self.noise_generator,

@@ -3,7 +3,9 @@
 References:
     Z. Wang et al., "FedMorph: Communication Efficient Federated Learning via Morphing
     Neural Network" (seed 004), eq. (4) and (6); E. Jang, S. Gu, B. Poole, "Categorical
-    Reparameterization with Gumbel-Softmax", ICLR 2017.
+    Reparameterization with Gumbel-Softmax", ICLR 2017; Y. Bengio, N. Leonard, A. Courville,
+    "Estimating or Propagating Gradients Through Stochastic Neurons for Conditional
+    Computation", arXiv:1308.3432, 2013 (the straight-through mask).
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["js_divergence", "keep_probability", "logistic_noise", "relaxed_mask"]
+__all__ = [
+    "js_divergence",
+    "keep_probability",
+    "logistic_noise",
+    "relaxed_mask",
+    "straight_through_mask",
+]
 
 
 def logistic_noise(
@@ -66,6 +74,35 @@ def relaxed_mask(v: Tensor, tau: float, noise: Tensor | None = None) -> Tensor:
         raise ValueError(f"tau must be > 0, got tau={tau!r}")
     logits = v if noise is None else v + noise
     return torch.sigmoid(logits / tau)
+
+
+def straight_through_mask(v: Tensor, temperature: float = 1.0) -> Tensor:
+    """The hard mask ``1[v >= 0]`` forward, the gradient of ``sigmoid(v / temperature)`` back.
+
+    Forward, the masked network is exactly the sub-network that morphing cuts (channels
+    with ``v >= 0``), with no noise; backward, each logit gets the gradient it would get
+    through the smooth keep probability, so the logits still learn which channels matter.
+    An alternative to eq. (6)'s noisy masks while distilling; not in the paper.
+
+    Args:
+        v: Mask logits.
+        temperature: Temperature of the surrogate sigmoid, > 0 (1 matches the gradient of
+            :func:`keep_probability`, the quantity the size regularizer sums).
+
+    Returns:
+        Masks of ``v``'s shape, exactly 0 or 1.
+
+    Raises:
+        ValueError: If ``temperature`` is not > 0.
+
+    References:
+        Bengio et al. 2013 (straight-through estimator).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got temperature={temperature!r}")
+    hard = (v >= 0).to(v.dtype)
+    soft = torch.sigmoid(v / temperature)
+    return hard + (soft - soft.detach())
 
 
 def keep_probability(v: Tensor) -> Tensor:

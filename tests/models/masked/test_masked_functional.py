@@ -8,6 +8,7 @@ from fedlightning.models.masked.functional import (
     keep_probability,
     logistic_noise,
     relaxed_mask,
+    straight_through_mask,
 )
 
 
@@ -58,3 +59,16 @@ def test_js_divergence_rejects_bad_input() -> None:
         js_divergence(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="reduction"):
         js_divergence(torch.zeros(2, 3), torch.zeros(2, 3), reduction="max")
+
+
+def test_straight_through_mask_is_hard_forward_and_sigmoid_backward() -> None:
+    v = torch.tensor([-2.0, -1e-4, 0.0, 0.7], requires_grad=True)
+    m = straight_through_mask(v, temperature=0.5)
+    assert torch.equal(m.detach(), torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    weights = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    (m * weights).sum().backward()
+    assert v.grad is not None
+    s = torch.sigmoid(v.detach() / 0.5)
+    assert torch.allclose(v.grad, weights * s * (1 - s) / 0.5)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        straight_through_mask(v, temperature=0.0)

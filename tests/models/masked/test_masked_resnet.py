@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fedlightning.models.masked import MaskedResNet8, MaskedResNet18, count_params
+from fedlightning.models.masked import MaskedResNet8, MaskedResNet18, count_params, cut
 
 
 def small(cls: type, **kw: object) -> MaskedResNet8:
@@ -76,6 +76,24 @@ def test_masks_are_noisy_in_training_and_deterministic_in_eval() -> None:
     assert not torch.allclose(net(x), net(x))
     net.eval()
     assert torch.equal(net(x), net(x))
+
+
+def test_straight_through_masks_compute_exactly_the_cut_sub_network() -> None:
+    net = small(MaskedResNet8)
+    with torch.no_grad():
+        for i, v in enumerate(net.mask_logits.values()):
+            v.copy_(torch.linspace(-1.0, 1.0, v.shape[0]).roll(i))
+    sub = cut(net)
+    net.train()
+    sub.train()
+    net.straight_through = True
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    out = net(x)
+    assert torch.allclose(out, sub(x), atol=1e-5)
+    out.sum().backward()
+    assert all(
+        v.grad is not None and bool(v.grad.abs().sum() > 0) for v in net.mask_logits.values()
+    )
 
 
 def test_training_step_reaches_mask_logits_and_mask_init_is_seeded() -> None:
