@@ -136,6 +136,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the exact sub-network with a straight-through gradient (not in the paper)",
     )
     p.add_argument("--mask-lr", type=float, default=None, help="default: the distillation lr")
+    p.add_argument(
+        "--mask-init-keep",
+        type=float,
+        default=None,
+        help="FedMorph: shift the initial mask logits so this share of every layer is kept",
+    )
     p.add_argument("--tau", type=float, default=1e-3)
     p.add_argument("--mask-init-mean", type=float, default=None, help="default: the model's")
     p.add_argument("--mask-init-scale", type=float, default=1.0)
@@ -251,6 +257,7 @@ def make_algorithm(name: str, args: argparse.Namespace, distill_x: Tensor) -> Al
         "recalibrate_bn": args.recalibrate_bn,
         "distill_masks": args.distill_masks,
         "mask_lr": args.mask_lr,
+        "init_keep_ratio": args.mask_init_keep,
         "uplink": uplink,
     }
     builders: dict[str, Callable[[], Algorithm]] = {

@@ -29,7 +29,13 @@ from fedlightning.algorithms.subnetwork import SubNetworkAlgorithm
 from fedlightning.codecs import Codec
 from fedlightning.models.masked.base import MaskedClassifier
 from fedlightning.models.masked.functional import js_divergence
-from fedlightning.models.masked.morph import Kept, cut, kept_from_masks, relaxed_size
+from fedlightning.models.masked.morph import (
+    Kept,
+    cut,
+    kept_from_masks,
+    relaxed_size,
+    shift_masks_to_keep,
+)
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
@@ -216,6 +222,10 @@ class FedMorph(SubNetworkAlgorithm):
             paper) or ``"straight_through"`` (the exact sub-network forward, a sigmoid
             gradient for the logits; see :func:`distill`).
         mask_lr: Distillation learning rate of the mask logits; default ``distill_lr``.
+        init_keep_ratio: Before the first round, shift every group's initial mask logits
+            so that exactly this share of its channels is kept
+            (:func:`~fedlightning.models.masked.morph.shift_masks_to_keep`); default: keep
+            what the logits' random initialisation keeps.
         uplink: Codec for client updates, e.g. ``TopK(0.1)``.
         downlink: Codec for the sub-network weights.
 
@@ -246,6 +256,7 @@ class FedMorph(SubNetworkAlgorithm):
         recalibrate_bn: bool = False,
         distill_masks: str = "noisy",
         mask_lr: float | None = None,
+        init_keep_ratio: float | None = None,
         uplink: Codec | None = None,
         downlink: Codec | None = None,
     ) -> None:
@@ -277,6 +288,11 @@ class FedMorph(SubNetworkAlgorithm):
             )
         if mask_lr is not None and not mask_lr > 0:
             raise ValueError(f"mask_lr must be None or > 0, got mask_lr={mask_lr!r}")
+        if init_keep_ratio is not None and not 0.0 < init_keep_ratio <= 1.0:
+            raise ValueError(
+                "init_keep_ratio must be None or in (0, 1], got "
+                f"init_keep_ratio={init_keep_ratio!r}"
+            )
         if distill_data is not None and (distill_data.ndim != 4 or distill_data.shape[0] == 0):
             raise ValueError(
                 "distill_data must be a non-empty (N, C, H, W) tensor, got shape "
@@ -296,6 +312,7 @@ class FedMorph(SubNetworkAlgorithm):
         self.recalibrate_bn = bool(recalibrate_bn)
         self.distill_masks = distill_masks
         self.mask_lr = None if mask_lr is None else float(mask_lr)
+        self.init_keep_ratio = None if init_keep_ratio is None else float(init_keep_ratio)
         self.layer_history: list[dict[str, float]] = []
         self._inputs: Tensor | None = None
 
@@ -311,7 +328,9 @@ class FedMorph(SubNetworkAlgorithm):
             gen = torch.Generator().manual_seed(trainer.seed_for(0, _STREAM_SUBSET))
             inputs = inputs[torch.randperm(inputs.shape[0], generator=gen)[: self.distill_samples]]
         self._inputs = inputs
-        if not self.layer_history:
+        if not self.layer_history:  # a fresh run, not one resumed from a checkpoint
+            if self.init_keep_ratio is not None:
+                shift_masks_to_keep(self.model, self.init_keep_ratio)
             self._record_layers(0)
 
     @override
@@ -370,7 +389,8 @@ class FedMorph(SubNetworkAlgorithm):
             f"distill_epochs={self.distill_epochs}, distill_lr={self.distill_lr}, "
             f"lam={self.lam}, regularizer={self.regularizer!r}, "
             f"recalibrate_bn={self.recalibrate_bn}, distill_masks={self.distill_masks!r}, "
-            f"mask_lr={self.mask_lr}, uplink={self.uplink!r}, "
+            f"mask_lr={self.mask_lr}, init_keep_ratio={self.init_keep_ratio}, "
+            f"uplink={self.uplink!r}, "
             f"downlink={self.downlink!r})"
         )
 

@@ -5,15 +5,17 @@ import torch
 
 from fedlightning import FederatedTrainer
 from fedlightning.algorithms.base import ClientContext
-from fedlightning.algorithms.fedmorph import FedMorph, FedMorphProx, distill
+from fedlightning.algorithms.fedmorph import FedMorph, FedMorphProx, distill, recalibrate_batchnorm
+from fedlightning.algorithms.subnetwork import WIDTHS_KEY
 from fedlightning.codecs import TopK
 from fedlightning.messages import Message
 from fedlightning.models.masked import MaskedResNet8, cut, js_divergence, relaxed_size
 
-from .test_subnetwork import SIZE, data, tiny
+from .test_subnetwork import SIZE, Capture, data, tiny
 
 
 def test_distill_moves_the_student_towards_the_teacher() -> None:
+    torch.manual_seed(0)  # the weights' initialisation
     student = tiny(seed=1)
     teacher = cut(tiny(seed=2))  # another network: far from the student
     x = torch.rand(64, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
@@ -186,6 +188,27 @@ def test_fedmorph_distils_on_schedule_and_morphs_a_new_sub_network() -> None:
     assert set(algorithm.layer_ratios()) == set(model.groups)
 
 
+def test_fedmorph_init_keep_ratio_sets_the_first_sub_network() -> None:
+    model = tiny(seed=4)
+    algorithm = FedMorph(distill_every=100, init_keep_ratio=0.5)
+    capture = Capture()
+    trainer = FederatedTrainer(
+        algorithm=algorithm,
+        rounds=1,
+        clients_per_round=2,
+        seed=0,
+        progress_bar=False,
+        callbacks=[capture],
+    )
+    trainer.fit(model, data())
+    widths = {g: -(-w // 2) for g, w in model.widths.items()}  # ceil(0.5 * C)
+    assert algorithm.layer_history[0] == {
+        "round": 0.0,
+        **{g: widths[g] / model.widths[g] for g in model.groups},
+    }
+    assert capture.down[0].extras[WIDTHS_KEY].tolist() == [widths[g] for g in model.groups]
+
+
 def test_fedmorph_with_topk_uplink_sends_a_fraction_of_the_update() -> None:
     plain = FederatedTrainer(
         algorithm=FedMorph(distill_every=100),
@@ -220,6 +243,8 @@ def test_fedmorph_rejects_bad_settings() -> None:
         FedMorph(distill_masks="gumbel")
     with pytest.raises(ValueError, match="mask_lr must be"):
         FedMorph(mask_lr=-1.0)
+    with pytest.raises(ValueError, match="init_keep_ratio must be"):
+        FedMorph(init_keep_ratio=0.0)
     with pytest.raises(ValueError, match="mu must be >= 0"):
         FedMorphProx(mu=-0.1)
 
@@ -267,8 +292,6 @@ def test_layer_ratios_are_shares_of_the_server_network_widths() -> None:
 
 
 def test_bn_recalibration_matches_the_statistics_of_the_cut_network() -> None:
-    from fedlightning.algorithms.fedmorph import recalibrate_batchnorm
-
     model = tiny()
     x = torch.rand(40, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     recalibrate_batchnorm(model, x, batch_size=40)

@@ -20,6 +20,7 @@ from fedlightning.models.masked.morph import (
     random_kept,
     relaxed_size,
     scatter,
+    shift_masks_to_keep,
     size_from_widths,
     slice_state,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "kept_from_masks",
     "logistic_noise",
     "random_kept",
+    "shift_masks_to_keep",
     "relaxed_mask",
     "relaxed_size",
     "scatter",

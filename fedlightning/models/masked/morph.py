@@ -35,6 +35,7 @@ __all__ = [
     "random_kept",
     "relaxed_size",
     "scatter",
+    "shift_masks_to_keep",
     "size_from_widths",
     "slice_state",
 ]
@@ -91,10 +92,47 @@ def random_kept(model: MaskedClassifier, keep_ratio: float, generator: torch.Gen
         raise ValueError(f"keep_ratio must be in (0, 1], got keep_ratio={keep_ratio!r}")
     kept: Kept = {}
     for group, width in model.widths.items():
-        k = max(1, min(width, math.ceil(keep_ratio * width - 1e-9)))
+        k = _keep_count(width, keep_ratio)
         perm = torch.randperm(width, generator=generator)[:k]
         kept[group] = perm.sort().values.to(torch.long)
     return kept
+
+
+def _keep_count(width: int, keep_ratio: float) -> int:
+    return max(1, min(width, math.ceil(keep_ratio * width - 1e-9)))
+
+
+def shift_masks_to_keep(model: MaskedClassifier, keep_ratio: float) -> Kept:
+    """Shift every group's mask logits so that exactly ``ceil(keep_ratio * C)`` are >= 0.
+
+    Each group's logits move by one constant (the midpoint between the k-th and the
+    (k+1)-th largest), so their order and spread, drawn at initialisation, are kept: the
+    channels kept are the k with the largest initial logits, and the sub-network has the
+    same per-group widths as :func:`random_kept`'s. A reading of seed 004's "mask
+    initialised with its mean value being the preset compression ratio" that makes the
+    ratio exact in every layer instead of only in expectation.
+
+    Args:
+        model: A masked network (its logits are shifted in place).
+        keep_ratio: Share of channels kept per group, in (0, 1].
+
+    Returns:
+        The kept indices per group (what :func:`kept_from_masks` now returns).
+
+    Raises:
+        ValueError: If ``model`` has no masks or ``keep_ratio`` is not in (0, 1].
+    """
+    if not model.masked:
+        raise ValueError(f"{type(model).__name__} has no masks (masked=False)")
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"keep_ratio must be in (0, 1], got keep_ratio={keep_ratio!r}")
+    with torch.no_grad():
+        for v in model.mask_logits.values():
+            k = _keep_count(v.shape[0], keep_ratio)
+            # A sentinel below the smallest logit, for k = C (every channel kept).
+            ordered = torch.cat([v.sort(descending=True).values, v.min().reshape(1) - 2.0])
+            v.sub_((ordered[k - 1] + ordered[k]) / 2)
+    return kept_from_masks(model)
 
 
 def _check_kept(model: MaskedClassifier, kept: Mapping[str, Tensor]) -> None:

@@ -12,6 +12,7 @@ from fedlightning.models.masked import (
     random_kept,
     relaxed_size,
     scatter,
+    shift_masks_to_keep,
     slice_state,
 )
 from fedlightning.models.masked.base import MaskedClassifier
@@ -142,3 +143,25 @@ def test_random_kept_is_seeded_and_sized() -> None:
     assert bool((a["stem"][1:] > a["stem"][:-1]).all())
     with pytest.raises(ValueError, match="keep_ratio must be in"):
         random_kept(net, 0.0, torch.Generator())
+
+
+@pytest.mark.parametrize("keep_ratio", [0.25, 0.5, 1.0])
+def test_shift_masks_to_keep_keeps_the_largest_logits_in_exact_shares(keep_ratio: float) -> None:
+    net = small(MaskedResNet8, div=8, mask_init_mean=-1.0, seed=3)
+    before = {g: v.detach().clone() for g, v in net.mask_logits.items()}
+    kept = shift_masks_to_keep(net, keep_ratio)
+    assert {g: i.tolist() for g, i in kept.items()} == {
+        g: i.tolist() for g, i in kept_from_masks(net).items()
+    }
+    for group, v0 in before.items():
+        width = v0.shape[0]
+        k = max(1, -(-int(keep_ratio * width * 1000) // 1000))  # ceil without float error
+        assert kept[group].numel() == k
+        top = v0.topk(k).indices.sort().values
+        assert torch.equal(kept[group], top)
+        shift = net.mask_logits[group].detach() - v0
+        assert torch.allclose(shift, shift[0].expand_as(shift))  # one constant per group
+    with pytest.raises(ValueError, match="keep_ratio must be in"):
+        shift_masks_to_keep(net, 1.5)
+    with pytest.raises(ValueError, match="has no masks"):
+        shift_masks_to_keep(MaskedResNet8(masked=False), 0.5)
