@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fedmorph.py"
 
@@ -113,3 +114,15 @@ def test_yaml_config_builds_fedmorph_on_the_masked_resnet8() -> None:
     assert isinstance(algorithm, FedMorph) and isinstance(algorithm.uplink, TopK)
     assert (algorithm.distill_every, algorithm.distill_epochs, algorithm.lam) == (10, 2, 1.6e-6)
     assert init.fit.trainer.clients_per_round == 10
+
+
+def test_distillation_options_reach_fedmorph() -> None:
+    example = load()
+    args = example.parse_args(
+        ["--distill-masks", "straight_through", "--mask-lr", "0.2", "--mask-init-keep", "0.5"]
+    )
+    algorithm = example.make_algorithm("fedmorph_topk10", args, torch.zeros(2, 1, 28, 28))
+    assert algorithm.distill_masks == "straight_through"
+    assert algorithm.mask_lr == 0.2 and algorithm.init_keep_ratio == 0.5
+    default = example.make_algorithm("fedmorph", example.parse_args([]), torch.zeros(2, 1, 28, 28))
+    assert default.distill_masks == "noisy" and default.init_keep_ratio is None
