@@ -42,10 +42,10 @@ __all__ = [
     "kept_from_masks",
     "logistic_noise",
     "random_kept",
-    "shift_masks_to_keep",
     "relaxed_mask",
     "relaxed_size",
     "scatter",
+    "shift_masks_to_keep",
     "size_from_widths",
     "slice_state",
 ]

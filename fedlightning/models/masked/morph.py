@@ -120,17 +120,23 @@ def shift_masks_to_keep(model: MaskedClassifier, keep_ratio: float) -> Kept:
         The kept indices per group (what :func:`kept_from_masks` now returns).
 
     Raises:
-        ValueError: If ``model`` has no masks or ``keep_ratio`` is not in (0, 1].
+        ValueError: If ``model`` has no masks, ``keep_ratio`` is not in (0, 1], or a group's
+            logits tie at the boundary (then no shift keeps exactly k).
     """
     if not model.masked:
         raise ValueError(f"{type(model).__name__} has no masks (masked=False)")
     if not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"keep_ratio must be in (0, 1], got keep_ratio={keep_ratio!r}")
     with torch.no_grad():
-        for v in model.mask_logits.values():
+        for group, v in model.mask_logits.items():
             k = _keep_count(v.shape[0], keep_ratio)
             # A sentinel below the smallest logit, for k = C (every channel kept).
             ordered = torch.cat([v.sort(descending=True).values, v.min().reshape(1) - 2.0])
+            if not ordered[k - 1] > ordered[k]:
+                raise ValueError(
+                    f"mask logits tie at the boundary of the {k} largest in group {group!r} "
+                    "(e.g. mask_init_scale=0); no shift keeps exactly that many"
+                )
             v.sub_((ordered[k - 1] + ordered[k]) / 2)
     return kept_from_masks(model)
 

@@ -165,3 +165,5 @@ def test_shift_masks_to_keep_keeps_the_largest_logits_in_exact_shares(keep_ratio
         shift_masks_to_keep(net, 1.5)
     with pytest.raises(ValueError, match="has no masks"):
         shift_masks_to_keep(MaskedResNet8(masked=False), 0.5)
+    with pytest.raises(ValueError, match="tie at the boundary"):
+        shift_masks_to_keep(small(MaskedResNet8, mask_init_scale=0.0), 0.5)
