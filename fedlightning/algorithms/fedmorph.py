@@ -135,7 +135,7 @@ def distill(
     teacher.eval()
     student.train()
     student.noise_generator = generator
-    student.straight_through = masks == "straight_through"
+    saved_masks, student.train_masks = student.train_masks, masks
     steps = 0
     js_sum, js_count = 0.0, 0
     try:
@@ -156,7 +156,7 @@ def distill(
                 steps += 1
     finally:
         student.noise_generator = None
-        student.straight_through = False
+        student.train_masks = saved_masks
     if recalibrate_bn:
         recalibrate_batchnorm(student, inputs, batch_size)
     student.eval()
@@ -183,13 +183,13 @@ def recalibrate_batchnorm(model: MaskedClassifier, inputs: Tensor, batch_size: i
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    model.mask_noise = False
+    saved_masks, model.train_masks = model.train_masks, "deterministic"
     try:
         with torch.no_grad():
             for start in range(0, inputs.shape[0], batch_size):
                 model(inputs[start : start + batch_size])
     finally:
-        model.mask_noise = True
+        model.train_masks = saved_masks
         for m, momentum in zip(norms, saved, strict=True):
             m.momentum = momentum
 

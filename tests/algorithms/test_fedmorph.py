@@ -95,11 +95,11 @@ def _self_distilled_js(masks: str, seed: int) -> float:
         student.fc.weight.mul_(10.0)  # confident outputs, as after training
     x = torch.rand(64, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
     student.train()
-    student.straight_through = True
+    student.train_masks = "straight_through"
     with torch.no_grad():  # BatchNorm statistics of the sub-network, as after client training
         for _ in range(100):
             student(x)
-    student.straight_through = False
+    student.train_masks = "noisy"
     teacher = cut(student)
     teacher.eval()
     distill(
@@ -304,4 +304,4 @@ def test_bn_recalibration_matches_the_statistics_of_the_cut_network() -> None:
         sub(x)
     kept = torch.nonzero(model.mask_logits["stem"] >= 0).flatten()
     assert torch.allclose(model.stem_bn.running_mean[kept], seen["in"].mean((0, 2, 3)), atol=1e-5)
-    assert model.mask_noise and model.stem_bn.momentum == 0.1
+    assert model.train_masks == "noisy" and model.stem_bn.momentum == 0.1

@@ -144,8 +144,9 @@ class MaskedClassifier(LightningModule, ABC):
         self.widths: dict[str, int] = self._check_widths(widths)
         self.specs: list[LayerSpec] = []
         self.noise_generator: torch.Generator | None = None
-        self.mask_noise = True
-        self.straight_through = False
+        #: Masks in training mode: ``"noisy"`` (eq. 6), ``"straight_through"`` or
+        #: ``"deterministic"``; in evaluation mode they are always deterministic.
+        self.train_masks = "noisy"
         self.build()
         self.mask_logits = nn.ParameterDict()
         if self.masked:
@@ -208,12 +209,11 @@ class MaskedClassifier(LightningModule, ABC):
     def mask_values(self, batch_size: int) -> dict[str, Tensor] | None:
         """Mask values of every group for one forward pass, or None when unmasked.
 
-        In training mode each sample gets its own logistic noise (eq. 6, as while
-        distilling), drawn from ``self.noise_generator`` when set; with
-        ``self.straight_through = True`` they are instead the noiseless hard masks
-        ``1[v >= 0]`` with a sigmoid gradient (:func:`straight_through_mask`); in evaluation
-        mode (or with ``self.mask_noise = False``) the masks are the deterministic
-        ``sigmoid(v / tau)``.
+        In training mode they follow ``self.train_masks``: ``"noisy"`` (the default, eq. 6,
+        as while distilling) gives each sample its own logistic noise, drawn from
+        ``self.noise_generator`` when set; ``"straight_through"`` gives the noiseless hard
+        masks ``1[v >= 0]`` with a sigmoid gradient (:func:`straight_through_mask`);
+        ``"deterministic"`` gives what evaluation mode always gives, ``sigmoid(v / tau)``.
 
         Args:
             batch_size: Samples in the batch.
@@ -225,9 +225,10 @@ class MaskedClassifier(LightningModule, ABC):
             return None
         out: dict[str, Tensor] = {}
         for group, v in self.mask_logits.items():
-            if self.training and self.straight_through:
+            kind = self.train_masks if self.training else "deterministic"
+            if kind == "straight_through":
                 out[group] = straight_through_mask(v).unsqueeze(0)
-            elif self.training and self.mask_noise:
+            elif kind == "noisy":
                 noise = logistic_noise(
                     (batch_size, v.shape[0]),
                     generator=self.noise_generator,

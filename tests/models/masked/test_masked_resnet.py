@@ -86,7 +86,7 @@ def test_straight_through_masks_compute_exactly_the_cut_sub_network() -> None:
     sub = cut(net)
     net.train()
     sub.train()
-    net.straight_through = True
+    net.train_masks = "straight_through"
     x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     out = net(x)
     assert torch.allclose(out, sub(x), atol=1e-5)
