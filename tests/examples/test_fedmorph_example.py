@@ -113,7 +113,20 @@ def test_yaml_config_builds_fedmorph_on_the_masked_resnet8() -> None:
     algorithm = init.fit.trainer.algorithm
     assert isinstance(algorithm, FedMorph) and isinstance(algorithm.uplink, TopK)
     assert (algorithm.distill_every, algorithm.distill_epochs, algorithm.lam) == (10, 2, 1.6e-6)
+    assert algorithm.distill_masks == "noisy"
     assert init.fit.trainer.clients_per_round == 10
+    cfg = parser.parse_args(
+        [
+            "fit",
+            "--config",
+            str(config),
+            "--trainer.algorithm.init_args.distill_masks",
+            "straight_through",
+        ]
+    )
+    assert parser.instantiate_classes(cfg).fit.trainer.algorithm.distill_masks == (
+        "straight_through"
+    )
 
 
 def test_distillation_options_reach_fedmorph() -> None:
