@@ -127,17 +127,21 @@ def shift_masks_to_keep(model: MaskedClassifier, keep_ratio: float) -> Kept:
         raise ValueError(f"{type(model).__name__} has no masks (masked=False)")
     if not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"keep_ratio must be in (0, 1], got keep_ratio={keep_ratio!r}")
+    shifts: dict[str, Tensor] = {}
+    for group, v in model.mask_logits.items():  # check every group before changing any
+        k = _keep_count(v.shape[0], keep_ratio)
+        logits = v.detach()
+        # A sentinel below the smallest logit, for k = C (every channel kept).
+        ordered = torch.cat([logits.sort(descending=True).values, logits.min().reshape(1) - 2.0])
+        if not ordered[k - 1] > ordered[k]:
+            raise ValueError(
+                f"mask logits tie at the boundary of the {k} largest in group {group!r} "
+                "(e.g. mask_init_scale=0); no shift keeps exactly that many"
+            )
+        shifts[group] = (ordered[k - 1] + ordered[k]) / 2
     with torch.no_grad():
         for group, v in model.mask_logits.items():
-            k = _keep_count(v.shape[0], keep_ratio)
-            # A sentinel below the smallest logit, for k = C (every channel kept).
-            ordered = torch.cat([v.sort(descending=True).values, v.min().reshape(1) - 2.0])
-            if not ordered[k - 1] > ordered[k]:
-                raise ValueError(
-                    f"mask logits tie at the boundary of the {k} largest in group {group!r} "
-                    "(e.g. mask_init_scale=0); no shift keeps exactly that many"
-                )
-            v.sub_((ordered[k - 1] + ordered[k]) / 2)
+            v.sub_(shifts[group])
     return kept_from_masks(model)
 
 

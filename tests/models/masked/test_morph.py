@@ -165,5 +165,11 @@ def test_shift_masks_to_keep_keeps_the_largest_logits_in_exact_shares(keep_ratio
         shift_masks_to_keep(net, 1.5)
     with pytest.raises(ValueError, match="has no masks"):
         shift_masks_to_keep(MaskedResNet8(masked=False), 0.5)
+    tied = small(MaskedResNet8, mask_init_scale=0.0)  # every logit equal ...
+    first = tied.groups[0]
+    untied = torch.arange(tied.widths[first], dtype=torch.float32)
+    with torch.no_grad():
+        tied.mask_logits[first].copy_(untied)  # ... but the first group's
     with pytest.raises(ValueError, match="tie at the boundary"):
-        shift_masks_to_keep(small(MaskedResNet8, mask_init_scale=0.0), 0.5)
+        shift_masks_to_keep(tied, 0.5)
+    assert torch.equal(tied.mask_logits[first].detach(), untied)  # nothing changed
