@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import Metric
 
-from fedlightning.client import LogSink, capture_logs
+from fedlightning.client import LogSink, capture_logs, has_hook
+
+if TYPE_CHECKING:
+    from fedlightning.accelerators import Placement
 
 __all__ = ["evaluate", "has_hook"]
-
-
-def has_hook(module: LightningModule, name: str) -> bool:
-    """Whether ``module`` overrides the LightningModule hook ``name``."""
-    impl = getattr(type(module), name, None)
-    return impl is not None and impl is not getattr(LightningModule, name, None)
 
 
 def _batch_size(batch: Any) -> int:
@@ -37,6 +35,8 @@ def evaluate(
     module: LightningModule,
     loader: Iterable[Any],
     metrics: Mapping[str, Metric] | None = None,
+    *,
+    placement: Placement | None = None,
 ) -> dict[str, float]:
     """Evaluate ``module`` on every batch of ``loader``.
 
@@ -50,6 +50,8 @@ def evaluate(
         loader: The evaluation batches.
         metrics: torchmetrics objects by name, e.g. ``{"acc": MulticlassAccuracy(10)}``;
             they are reset first.
+        placement: Device and precision: batches are moved and converted, and the steps run
+            under the precision's autocast (default: as they come, in float32).
 
     Returns:
         Logged means and metric values by name.
@@ -61,8 +63,13 @@ def evaluate(
         if has_hook(module, "validation_step")
         else None
     )
+    plugin = placement.plugin() if placement is not None else None
+    place = placement is not None and not placement.is_default
     for metric in (metrics or {}).values():
         metric.reset()
+        if place:
+            assert placement is not None
+            metric.to(placement.device)
     was_training = module.training
     module.eval()
     sink = LogSink()
@@ -74,8 +81,12 @@ def evaluate(
         else None
     )
     try:
-        with torch.no_grad(), capture_logs(module, sink):
+        context = plugin.forward_context() if plugin is not None else nullcontext()
+        with torch.no_grad(), capture_logs(module, sink), context:
             for batch_idx, batch in enumerate(loader):
+                if place:
+                    assert placement is not None
+                    batch = placement.place_batch(batch, plugin)
                 sink.weight = float(_batch_size(batch))
                 seen.clear()
                 if step_name is not None:

@@ -122,6 +122,28 @@ class Message:
         """Exact payload size in bytes: encoded tensors + extras + 8 per scalar."""
         return self.tensor_nbytes + self.extras_nbytes + SCALAR_BYTES * len(self.scalars)
 
+    def to(self, device: torch.device | str) -> Message:
+        """The same message with every tensor on ``device``; its size in bytes is unchanged.
+
+        Returns ``self`` when everything is already there.
+        """
+        device = torch.device(device)
+        tensors = [p for parts in self._parts.values() for p in parts.values()]
+        tensors += list(self.extras.values())
+        if all(t.device == device for t in tensors):
+            return self
+        moved = Message.__new__(Message)
+        moved.codec = self.codec
+        moved._dense = self._dense
+        moved._meta = dict(self._meta)
+        moved._parts = {
+            name: {k: v.to(device) for k, v in parts.items()} for name, parts in self._parts.items()
+        }
+        moved.extras = {k: v.to(device) for k, v in self.extras.items()}
+        moved.scalars = dict(self.scalars)
+        moved._decoded = None
+        return moved
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._meta)
 

@@ -14,70 +14,45 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback as LightningCallback
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.loggers import Logger
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
-from fedlightning.algorithms.base import Algorithm, ClientContext, Reply
+from fedlightning.accelerators import Placement, resolve_placement
+from fedlightning.algorithms.base import Algorithm
 from fedlightning.algorithms.fedavg import FedAvg
-from fedlightning.callbacks.base import Callback, Direction
+from fedlightning.callbacks.base import Callback
 from fedlightning.callbacks.comm_cost import CommCost
-from fedlightning.client import fit_local
+from fedlightning.client import check_automatic_optimization, check_local_settings
+from fedlightning.datamodules import FederatedDataModule
 from fedlightning.evaluation import evaluate
-from fedlightning.executors import ClientFailure, Executor, resolve_executor
+from fedlightning.executors import Executor, resolve_executor
 from fedlightning.messages import Message
+from fedlightning.round import (
+    STREAM_CLIENT,
+    ClientFailure,
+    ClientTask,
+    Direction,
+    Reply,
+    RoundPlan,
+    Trained,
+    derive_rng,
+    derive_seed,
+)
+from fedlightning.runtime import ClientRuntime, LocalSettings
 from fedlightning.version import __version__
 
-if TYPE_CHECKING:
-    from fedlightning.datamodules import FederatedDataModule
-
-__all__ = ["FederatedTrainer", "RoundPlan"]
+__all__ = ["FederatedTrainer", "RoundPlan", "derive_rng", "derive_seed"]
 
 log = logging.getLogger(__name__)
-
-_STREAM_SELECT = 0
-_STREAM_CLIENT = 1
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """A 63-bit seed derived from ``seed`` and ``keys`` (what ``FederatedTrainer.seed_for`` gives).
-
-    Args:
-        seed: The root seed.
-        *keys: Non-negative integers naming the stream, e.g. ``(round, client)``.
-
-    Returns:
-        An integer in ``[0, 2**63)``.
-    """
-    state = np.random.SeedSequence([seed, *keys]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
-
-
-def derive_rng(seed: int, *keys: int) -> np.random.Generator:
-    """A NumPy generator derived from ``seed`` and ``keys`` (``FederatedTrainer.rng``)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    """How much local work a client does per round.
-
-    Attributes:
-        epochs: Local epochs (or ``None`` when only ``steps`` bounds the work).
-        steps: Local optimizer steps (optional bound).
-        eval_local: Whether each client evaluates its local model after training.
-    """
-
-    epochs: int | None
-    steps: int | None
-    eval_local: bool
 
 
 class FederatedTrainer:
@@ -104,7 +79,25 @@ class FederatedTrainer:
             training (``acc_local``: the mean over the round's clients).
         eval_metrics: torchmetrics objects applied to ``(model(x), y)`` on the test set. By
             default, multiclass accuracy as ``acc`` when the model outputs class scores.
-        executor: ``"sequential"`` or an :class:`~fedlightning.executors.Executor`.
+        executor: ``"sequential"``, ``"vectorized"``, ``"ray"``, ``"auto"`` or an
+            :class:`~fedlightning.executors.Executor`.
+        accelerator: Where clients train, the global model lives and aggregation runs, as
+            ``lightning.Trainer``: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``,
+            ``"cuda"``, ``"gpu"`` or ``"mps"``.
+        devices: One device (``1``, ``"auto"`` or ``[index]``); several GPUs are used
+            through Ray workers (``RayExecutor(num_gpus_per_worker=...)``).
+        precision: ``"32-true"``, ``"64-true"``, ``"16-mixed"`` (GPU), ``"bf16-mixed"`` or
+            ``"bf16-true"``, through Lightning Fabric's precision plugins. Byte counts
+            depend only on the parameters' dtype and the codecs: mixed precision does not
+            change them.
+        gradient_clip_val: As ``lightning.Trainer``: clip each local step's gradients at
+            this norm (or value); ``None`` disables clipping.
+        gradient_clip_algorithm: ``"norm"`` (default) or ``"value"``.
+        accumulate_grad_batches: As ``lightning.Trainer``: one local optimizer step every
+            this many batches.
+        max_failed_fraction: A round where more than this share of the selected clients
+            fail (raise, or send non-finite updates) stops the run with an error naming
+            the failures; in [0, 1], default 0.5.
         output_dir: Where ``results.json`` and checkpoints go (optional).
         checkpoint_every: Save a checkpoint every this many rounds (needs ``output_dir``).
         resume: A checkpoint path to resume from; the run then ends with the weights an
@@ -136,6 +129,13 @@ class FederatedTrainer:
         eval_local: bool = False,
         eval_metrics: Mapping[str, Metric] | None = None,
         executor: str | Executor = "sequential",
+        accelerator: str = "auto",
+        devices: int | str | list[int] = 1,
+        precision: str = "32-true",
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        accumulate_grad_batches: int = 1,
+        max_failed_fraction: float = 0.5,
         output_dir: str | Path | None = None,
         checkpoint_every: int | None = None,
         resume: str | Path | None = None,
@@ -166,6 +166,22 @@ class FederatedTrainer:
                 raise ValueError("checkpoint_every needs output_dir, got output_dir=None")
         if not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got seed={seed!r}")
+        if not (
+            isinstance(max_failed_fraction, (int, float))
+            and not isinstance(max_failed_fraction, bool)
+            and 0.0 <= max_failed_fraction <= 1.0
+        ):
+            raise ValueError(
+                "max_failed_fraction must be a number in [0, 1], got "
+                f"max_failed_fraction={max_failed_fraction!r}"
+            )
+        check_local_settings(gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches)
+        self.placement: Placement = resolve_placement(accelerator, devices, precision)
+        self.local_settings = LocalSettings(
+            gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches
+        )
+        self.max_failed_fraction = float(max_failed_fraction)
+        _check_callbacks(callbacks)
         self.algorithm: Algorithm = algorithm if algorithm is not None else FedAvg()
         self.rounds = rounds
         self.clients_per_round = clients_per_round
@@ -194,7 +210,7 @@ class FederatedTrainer:
         self.current_round = 0
         self._model: LightningModule | None = None
         self._datamodule: FederatedDataModule | None = None
-        self._worker: LightningModule | None = None
+        self._worker: LightningModule | None = None  # for run_client only
         self._pending: dict[str, float] = {}
         self._wall_offset = 0.0
         self._disabled_loggers: set[int] = set()
@@ -227,6 +243,12 @@ class FederatedTrainer:
             "eval_every": self.eval_every,
             "eval_local": self.configured_plan.eval_local,
             "executor": self.executor.name,
+            "accelerator": self.placement.accelerator,
+            "precision": self.placement.precision,
+            "gradient_clip_val": self.local_settings.gradient_clip_val,
+            "gradient_clip_algorithm": self.local_settings.gradient_clip_algorithm,
+            "accumulate_grad_batches": self.local_settings.accumulate_grad_batches,
+            "max_failed_fraction": self.max_failed_fraction,
             "seed": self.seed,
         }
 
@@ -268,19 +290,22 @@ class FederatedTrainer:
             ValueError: If the selection does not fit the number of clients.
         """
         start = time.perf_counter()
+        _check_fit_arguments(model, datamodule)
+        check_automatic_optimization(model)
         datamodule.setup()
+        self.placement.place_module(model)  # in place: the same module object
         self._model = model
         self._datamodule = datamodule
         clients = list(datamodule.client_ids)
         self.num_selected(len(clients))  # validates clients_per_round
         self.algorithm.setup(self, model, datamodule)
-        self._worker = copy.deepcopy(model)
         if self._eval_metrics is None:
-            self._eval_metrics = _default_metrics(model, datamodule)
+            self._eval_metrics = _default_metrics(model, datamodule, self.placement)
         first_round = 1
         if self.resume is not None:
             first_round = self._load_checkpoint(self.resume) + 1
-        self.executor.setup(self)
+        self.plan = self.algorithm.round_plan(first_round, self.configured_plan)
+        self.executor.setup(model, self.client_runtime(first_round))
         for callback in self.callbacks:
             callback.on_fit_start(self)
         self._log_hyperparams()
@@ -319,22 +344,29 @@ class FederatedTrainer:
             callback.on_round_start(self, rnd)
         self.plan = self.algorithm.round_plan(rnd, self.configured_plan)
         selected = self.algorithm.select_clients(rnd, clients)
-        messages: dict[int, Message] = {}
+        tasks: list[ClientTask] = []
         for client in selected:
             message = self.algorithm.server_message(rnd, client)
             self.dispatch(rnd, client, "down", message)
-            messages[client] = message
-        outcomes = self.executor.run(self, rnd, messages)
+            tasks.append(self.client_task(rnd, client, message))
+        for task in tasks:
+            for callback in self.callbacks:
+                callback.on_client_fit_start(self, rnd, task.client)
+        outcomes = self.executor.run(self.client_runtime(rnd), tasks)
         replies: list[Reply] = []
+        failures: list[tuple[int, str]] = []
         for outcome in outcomes:
             if isinstance(outcome, ClientFailure):
-                self._drop(rnd, outcome.client, outcome.error)
+                failures.append((outcome.client, outcome.error))
                 continue
-            self.dispatch(rnd, outcome.client, "up", outcome.message)
-            if not _is_finite(outcome.message):
-                self._drop(rnd, outcome.client, "non-finite update")
+            reply = self._receive(rnd, outcome)
+            if not _is_finite(reply.message):
+                failures.append((reply.client, "non-finite update"))
                 continue
-            replies.append(outcome)
+            replies.append(reply)
+        for client, reason in failures:
+            self._drop(rnd, client, reason)
+        self._check_failures(rnd, len(selected), failures)
         self.algorithm.aggregate(rnd, replies)
         self.algorithm.on_round_end(rnd)
         self.log_metrics(
@@ -356,6 +388,57 @@ class FederatedTrainer:
             callback.on_round_end(self, rnd)
         self._flush(rnd)
 
+    def _receive(self, rnd: int, outcome: Trained) -> Reply:
+        """Take a trained client's outcome: store its state, fire callbacks, count bytes."""
+        reply = outcome.reply
+        if not self.placement.is_default:
+            reply.message = reply.message.to(self.placement.device)
+        if self.algorithm.stateful_clients:
+            self.client_states[reply.client] = outcome.state
+        for callback in self.callbacks:
+            callback.on_client_fit_end(self, rnd, reply)
+        self.dispatch(rnd, reply.client, "up", reply.message)
+        return reply
+
+    def _check_failures(self, rnd: int, selected: int, failures: list[tuple[int, str]]) -> None:
+        if selected and len(failures) / selected > self.max_failed_fraction:
+            listed = "; ".join(f"client {c}: {r}" for c, r in failures[:5])
+            more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+            raise RuntimeError(
+                f"round {rnd}: {len(failures)} of {selected} clients failed, more than "
+                f"max_failed_fraction={self.max_failed_fraction}; the run stops. Failures: "
+                f"{listed}{more}"
+            )
+
+    def client_runtime(self, rnd: int) -> ClientRuntime:
+        """The client runtime of round ``rnd``: what every executor trains clients with.
+
+        Its plan is the round's (``Algorithm.round_plan``), with local evaluation on only
+        where the round evaluates.
+        """
+        plan = self.algorithm.round_plan(rnd, self.configured_plan)
+        plan = replace(plan, eval_local=plan.eval_local and self.is_eval_round(rnd))
+        return ClientRuntime(
+            self.algorithm,
+            self.datamodule,
+            plan,
+            placement=self.placement,
+            metrics=self._eval_metrics,
+            settings=self.local_settings,
+        )
+
+    def client_task(self, round: int, client: int, message: Message) -> ClientTask:
+        """What an executor receives for ``client`` in ``round``: message, state and seed."""
+        state = self.client_states.get(client, {}) if self.algorithm.stateful_clients else {}
+        return ClientTask(
+            client=client,
+            round=round,
+            message=message,
+            num_samples=self.datamodule.num_samples(client),
+            seed=self.seed_for(round, client, STREAM_CLIENT),
+            state=state,
+        )
+
     def is_eval_round(self, rnd: int) -> bool:
         """Whether round ``rnd`` evaluates (every ``eval_every`` rounds and the last one)."""
         if self.eval_every is None:
@@ -374,6 +457,9 @@ class FederatedTrainer:
     def run_client(self, round: int, client: int, message: Message) -> Reply:
         """Train one client in this process on what it received, and return its reply.
 
+        The same :meth:`ClientRuntime.run` every executor uses; no callback fires and no
+        state is stored (the round loop does both).
+
         Args:
             round: Round number.
             client: Client id.
@@ -381,75 +467,22 @@ class FederatedTrainer:
 
         Returns:
             The client's reply.
+
+        Raises:
+            RuntimeError: If the client fails; the message says why.
         """
-        assert self._worker is not None
-        for callback in self.callbacks:
-            callback.on_client_fit_start(self, round, client)
-        ctx = self.client_context(round, client, message)
-        seed = ctx.seed
-        with torch.random.fork_rng(devices=[]):
-            _seed_torch(seed)
-            module = self.algorithm.configure_client(ctx, self._worker)
-            loader = self.datamodule.train_loader(client, seed=seed)
-            algorithm = self.algorithm
-            metrics = fit_local(
-                module,
-                loader,
-                epochs=self.plan.epochs,
-                steps=self.plan.steps,
-                loss_hook=lambda batch, loss: algorithm.training_loss(ctx, module, batch, loss),
-            )
-            if self.plan.eval_local and self.is_eval_round(round):
-                local = self.evaluate(module, self.datamodule.test_loader())
-                if "acc" in local:
-                    metrics["acc_local"] = local["acc"]
-                client_loader = self.datamodule.client_test_loader(client)
-                if client_loader is not None:
-                    own = self.evaluate(module, client_loader)
-                    if "acc" in own:
-                        metrics["acc_client"] = own["acc"]
-            reply_message = self.algorithm.client_message(ctx, module)
-        if self.algorithm.stateful_clients:
-            self.client_states[client] = ctx.state
-        reply = Reply(client, reply_message, ctx.num_samples, metrics)
-        for callback in self.callbacks:
-            callback.on_client_fit_end(self, round, reply)
-        return reply
-
-    def client_context(
-        self,
-        round: int,
-        client: int,
-        message: Message,
-        state: dict[str, Any] | None = None,
-    ) -> ClientContext:
-        """The context of ``client``'s local run in ``round``: what every executor builds.
-
-        Args:
-            round: Round number.
-            client: Client id.
-            message: What the server sent it.
-            state: The client's persisted state (default: the trainer's copy when the
-                algorithm keeps client state, else empty).
-
-        Returns:
-            The context, with the seed derived from (seed, round, client).
-        """
-        if state is None:
-            state = self.client_states.get(client, {}) if self.algorithm.stateful_clients else {}
-        return ClientContext(
-            client=client,
-            round=round,
-            message=message,
-            received=message.decode(),
-            num_samples=self.datamodule.num_samples(client),
-            state=state,
-            seed=self.seed_for(round, client, _STREAM_CLIENT),
+        if self._worker is None:
+            self._worker = copy.deepcopy(self.global_model)
+        outcome = self.client_runtime(round).run(
+            self.client_task(round, client, message), self._worker
         )
+        if isinstance(outcome, ClientFailure):
+            raise RuntimeError(f"client {client} failed in round {round}: {outcome.error}")
+        return outcome.reply
 
     def evaluate(self, module: LightningModule, loader: Iterable[Any]) -> dict[str, float]:
         """Evaluate ``module`` on ``loader`` with its ``test_step`` and the run's metrics."""
-        return evaluate(module, loader, self._eval_metrics)
+        return evaluate(module, loader, self._eval_metrics, placement=self.placement)
 
     def test(
         self,
@@ -471,7 +504,7 @@ class FederatedTrainer:
         data = datamodule if datamodule is not None else self.datamodule
         data.setup()
         if self._eval_metrics is None:
-            self._eval_metrics = _default_metrics(module, data)
+            self._eval_metrics = _default_metrics(module, data, self.placement)
         metrics = self.evaluate(module, data.test_loader())
         out = {f"test_{k}" if not k.startswith("test_") else k: v for k, v in metrics.items()}
         if "acc" in metrics:
@@ -616,15 +649,35 @@ class FederatedTrainer:
 
 
 # ---------------------------------------------------------------------- helpers
-def _seed_torch(seed: int) -> None:
-    """Seed torch's CPU generator (and CUDA's once in use).
+def _check_callbacks(callbacks: Sequence[Any] | None) -> None:
+    for callback in callbacks or []:
+        if isinstance(callback, LightningCallback):
+            raise ValueError(
+                f"callbacks must be fedlightning.callbacks.Callback objects, got the Lightning "
+                f"callback {type(callback).__name__}: federated hooks (on_round_end, "
+                "on_message...) are on fedlightning.callbacks.Callback; subclass it instead"
+            )
+        if not isinstance(callback, Callback):
+            raise ValueError(
+                "callbacks must be fedlightning.callbacks.Callback objects, got "
+                f"{type(callback).__name__}"
+            )
 
-    ``torch.manual_seed`` also queues seeding calls for every lazy accelerator backend,
-    recording a stack trace each time: milliseconds per client on a CPU-only run.
-    """
-    torch.random.default_generator.manual_seed(seed)
-    if torch.cuda.is_initialized():  # is_available() probes the driver on every call
-        torch.cuda.manual_seed_all(seed)
+
+def _check_fit_arguments(model: Any, datamodule: Any) -> None:
+    if not isinstance(model, LightningModule):
+        raise ValueError(f"model must be a LightningModule, got {type(model).__name__}")
+    if isinstance(datamodule, LightningDataModule):
+        raise ValueError(
+            f"datamodule must be a fedlightning FederatedDataModule, got the "
+            f"LightningDataModule {type(datamodule).__name__}; wrap it with "
+            "FederatedDataModule.from_datamodule(dm, partition=...) to split its train set "
+            "over clients"
+        )
+    if not isinstance(datamodule, FederatedDataModule):
+        raise ValueError(
+            f"datamodule must be a FederatedDataModule, got {type(datamodule).__name__}"
+        )
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -649,7 +702,9 @@ def _resolve_loggers(
     return sorted(loggers, key=lambda lg: type(lg).__name__ != "WandbLogger")
 
 
-def _default_metrics(model: LightningModule, datamodule: Any) -> dict[str, Metric]:
+def _default_metrics(
+    model: LightningModule, datamodule: Any, placement: Placement
+) -> dict[str, Metric]:
     num_classes = getattr(datamodule, "num_classes", None)
     if not num_classes:
         return {}
@@ -657,8 +712,9 @@ def _default_metrics(model: LightningModule, datamodule: Any) -> dict[str, Metri
         x, _ = next(iter(datamodule.test_loader()))
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            out = model(x[:2])
+        plugin = placement.plugin()
+        with torch.no_grad(), plugin.forward_context():
+            out = model(placement.place_batch(x[:2], plugin))
         model.train(was_training)
     except Exception:
         return {}

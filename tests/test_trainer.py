@@ -310,12 +310,22 @@ def test_message_that_does_not_match_the_model_is_rejected() -> None:
         def server_message(self, round: int, client: int) -> Message:
             return Message({"net.1.weight": torch.zeros(2, 2)})
 
+    # By default, a round where more than half the clients fail stops the run, naming why.
+    with pytest.raises(RuntimeError, match=r"2 of 2 clients failed.*shape \(2, 2\)"):
+        _fit(
+            BoringClassifier(),
+            demo_datamodule(num_clients=2),
+            algorithm=Wrong(),
+            rounds=1,
+            eval_every=None,
+        )
     trainer = _fit(
         BoringClassifier(),
         demo_datamodule(num_clients=2),
         algorithm=Wrong(),
         rounds=1,
         eval_every=None,
+        max_failed_fraction=1.0,
     )
     assert len(trainer.drops) == 2
     assert "shape (2, 2)" in trainer.drops[0]["reason"]

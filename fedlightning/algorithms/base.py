@@ -12,7 +12,6 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,56 +21,15 @@ from torch import Tensor, nn
 from fedlightning.algorithms.functional import weighted_average
 from fedlightning.codecs import Codec, Identity
 from fedlightning.messages import Message
+from fedlightning.round import STREAM_SELECT, ClientContext, Reply
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.trainer import FederatedTrainer, RoundPlan
+    from fedlightning.round import RoundPlan, RunHandle
 
 __all__ = ["Algorithm", "ClientContext", "Reply", "is_batchnorm_key", "load_tensors"]
 
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
-
-
-@dataclass
-class ClientContext:
-    """What a client knows during its local round.
-
-    Attributes:
-        client: Client id.
-        round: Round number, from 1.
-        message: The message the server sent this client.
-        received: ``message.decode()``: the dense tensors received.
-        num_samples: Number of local training samples.
-        state: Per-client state kept across rounds (checkpointed); filled by algorithms that
-            ask for it (:attr:`Algorithm.stateful_clients`).
-        seed: Seed of this client run, derived from (trainer seed, round, client).
-    """
-
-    client: int
-    round: int
-    message: Message
-    received: dict[str, Tensor]
-    num_samples: int
-    state: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-
-
-@dataclass
-class Reply:
-    """A client's answer to the server.
-
-    Attributes:
-        client: Client id.
-        message: The message sent back.
-        num_samples: Number of local training samples (the FedAvg weight).
-        metrics: Means of what the module logged during local training, plus local
-            evaluation results where asked for.
-    """
-
-    client: int
-    message: Message
-    num_samples: int
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def is_batchnorm_key(module: nn.Module, key: str) -> bool:
@@ -134,15 +92,19 @@ class Algorithm:
         self.uplink: Codec = uplink if uplink is not None else Identity()
         self.downlink: Codec = downlink if downlink is not None else Identity()
         self.local_bn = bool(local_bn)
-        self._trainer: FederatedTrainer | None = None
+        self._trainer: RunHandle | None = None  # the run's server side; never sent to clients
         self._global_model: LightningModule | None = None
         self._shared_keys: list[str] = []
         self._buffer_keys: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ properties
     @property
-    def trainer(self) -> FederatedTrainer:
-        """The trainer running this algorithm (set by :meth:`setup`)."""
+    def trainer(self) -> RunHandle:
+        """The run's server-side handle (set by :meth:`setup`; server hooks only).
+
+        Client hooks run wherever the executor puts them (a Ray worker has no trainer):
+        they read only their :class:`~fedlightning.round.ClientContext`.
+        """
         if self._trainer is None:
             raise RuntimeError(f"{type(self).__name__} is not set up: call trainer.fit first")
         return self._trainer
@@ -185,7 +147,7 @@ class Algorithm:
 
     # ------------------------------------------------------------------ server hooks
     def setup(
-        self, trainer: FederatedTrainer, model: LightningModule, datamodule: FederatedDataModule
+        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
         """Attach to a trainer before the first round. Server side.
 
@@ -227,7 +189,7 @@ class Algorithm:
             The selected client ids, sorted.
         """
         k = self.trainer.num_selected(len(clients))
-        rng = self.trainer.rng(round, 0)
+        rng = self.trainer.rng(round, STREAM_SELECT)
         chosen = rng.choice(len(clients), size=k, replace=False)
         return sorted(int(clients[i]) for i in chosen)
 

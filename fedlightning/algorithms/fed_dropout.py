@@ -14,7 +14,7 @@ from fedlightning.models.masked.morph import Kept, random_kept
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.trainer import FederatedTrainer
+    from fedlightning.round import RunHandle
 
 __all__ = ["FedDropout"]
 
@@ -63,7 +63,7 @@ class FedDropout(SubNetworkAlgorithm):
 
     @override
     def setup(
-        self, trainer: FederatedTrainer, model: LightningModule, datamodule: FederatedDataModule
+        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
         super().setup(trainer, model, datamodule)
         with torch.no_grad():  # the server evaluates the whole network

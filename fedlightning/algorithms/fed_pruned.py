@@ -14,7 +14,7 @@ from fedlightning.models.masked.morph import Kept, random_kept
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.trainer import FederatedTrainer
+    from fedlightning.round import RunHandle
 
 __all__ = ["FedPruned"]
 
@@ -58,7 +58,7 @@ class FedPruned(SubNetworkAlgorithm):
 
     @override
     def setup(
-        self, trainer: FederatedTrainer, model: LightningModule, datamodule: FederatedDataModule
+        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
         super().setup(trainer, model, datamodule)
         if not self.fixed:

@@ -39,7 +39,7 @@ from fedlightning.models.masked.morph import (
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.trainer import FederatedTrainer
+    from fedlightning.round import RunHandle
 
 __all__ = ["DISTILL_MASKS", "FedMorph", "FedMorphProx", "distill", "recalibrate_batchnorm"]
 
@@ -318,7 +318,7 @@ class FedMorph(SubNetworkAlgorithm):
 
     @override
     def setup(
-        self, trainer: FederatedTrainer, model: LightningModule, datamodule: FederatedDataModule
+        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
         super().setup(trainer, model, datamodule)
         inputs = self.distill_data

@@ -38,7 +38,7 @@ from fedlightning.models.masked.morph import (
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.trainer import FederatedTrainer
+    from fedlightning.round import RunHandle
 
 __all__ = ["SubNetworkAlgorithm", "WIDTHS_KEY"]
 
@@ -93,7 +93,7 @@ class SubNetworkAlgorithm(Algorithm, ABC):
     # ------------------------------------------------------------------ server
     @override
     def setup(
-        self, trainer: FederatedTrainer, model: LightningModule, datamodule: FederatedDataModule
+        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
         if not isinstance(model, MaskedClassifier) or not model.masked:
             raise ValueError(
@@ -199,6 +199,7 @@ class SubNetworkAlgorithm(Algorithm, ABC):
         sub = self._modules.get(shape)
         if sub is None:
             sub = module.with_widths(dict(zip(module.groups, values, strict=True)))
+            sub = sub.to(device=module.device, dtype=module.dtype)
             self._modules = {shape: sub}
         load_tensors(sub, ctx.received)
         sub.train()

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from fedlightning.round import Direction
 
 if TYPE_CHECKING:
-    from fedlightning.algorithms.base import Reply
     from fedlightning.messages import Message
+    from fedlightning.round import Reply
     from fedlightning.trainer import FederatedTrainer
 
 __all__ = ["Callback", "Direction"]
-
-Direction = Literal["down", "up"]
 
 
 class Callback:
@@ -34,10 +34,12 @@ class Callback:
         """After aggregation and evaluation, before the round's metrics are logged."""
 
     def on_client_fit_start(self, trainer: FederatedTrainer, round: int, client: int) -> None:
-        """Before a client trains."""
+        """Before a client trains: for every selected client, in client order, before the
+        executor trains any of them (the same order under every executor)."""
 
     def on_client_fit_end(self, trainer: FederatedTrainer, round: int, reply: Reply) -> None:
-        """After a client has trained and replied."""
+        """After a client has trained and replied: in client order, once the executor has
+        returned the round's outcomes, before the reply is counted (``on_message``)."""
 
     def on_message(
         self,

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fedlightning.executors.base import ClientFailure, Executor
+from fedlightning.executors.base import ClientFailure, Executor, Outcome
 from fedlightning.executors.sequential import SequentialExecutor
 
-__all__ = ["EXECUTORS", "ClientFailure", "Executor", "SequentialExecutor", "resolve_executor"]
+__all__ = [
+    "EXECUTORS",
+    "ClientFailure",
+    "Executor",
+    "Outcome",
+    "SequentialExecutor",
+    "resolve_executor",
+]
 
 
 def _vectorized() -> Executor:

@@ -19,14 +19,14 @@ import logging
 import statistics
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 from typing_extensions import override
 
-from fedlightning.algorithms.base import Algorithm, ClientContext, Reply
-from fedlightning.client import fit_local
-from fedlightning.executors.base import ClientFailure, Executor
+from fedlightning.algorithms.base import Algorithm
+from fedlightning.executors.base import Executor, Outcome
 from fedlightning.executors.sequential import SequentialExecutor
 from fedlightning.executors.vectorized import (
     StackedRound,
@@ -34,10 +34,13 @@ from fedlightning.executors.vectorized import (
     VectorizedExecutor,
     vectorizable,
 )
+from fedlightning.round import ClientFailure, ClientTask
+from fedlightning.runtime import probe_plan
 
 if TYPE_CHECKING:
-    from fedlightning.messages import Message
-    from fedlightning.trainer import FederatedTrainer
+    from lightning.pytorch import LightningModule
+
+    from fedlightning.runtime import ClientRuntime
 
 __all__ = ["AutoExecutor"]
 
@@ -94,45 +97,54 @@ class AutoExecutor(Executor):
         self.choice: str | None = None
         self.reason = ""
         self.timings: dict[str, float] = {}
+        self._model: LightningModule | None = None
 
     @override
-    def setup(self, trainer: FederatedTrainer) -> None:
-        self.vectorized.setup(trainer)
+    def setup(self, model: LightningModule, runtime: ClientRuntime) -> None:
+        self.vectorized.setup(model, runtime)
+        self.sequential.setup(model, runtime)
+        self._model = model
         self.choice = None
         self.reason = ""
         self.timings = {}
 
     @override
-    def run(
-        self, trainer: FederatedTrainer, round: int, messages: dict[int, Message]
-    ) -> list[Reply | ClientFailure]:
+    def run(self, runtime: ClientRuntime, tasks: Sequence[ClientTask]) -> list[Outcome]:
         if self.choice is None:
-            self.choice, self.reason = self.decide(trainer, round, messages)
+            self.choice, self.reason = self.decide(runtime, tasks)
             log.info("executor=auto chose %s: %s", self.choice, self.reason)
         chosen: Executor = self.vectorized if self.choice == "vectorized" else self.sequential
-        return chosen.run(trainer, round, messages)
+        return chosen.run(runtime, tasks)
 
-    def decide(
-        self, trainer: FederatedTrainer, round: int, messages: dict[int, Message]
-    ) -> tuple[str, str]:
+    @override
+    def teardown(self) -> None:
+        self.vectorized.teardown()
+        self.sequential.teardown()
+        self._model = None
+
+    def decide(self, runtime: ClientRuntime, tasks: Sequence[ClientTask]) -> tuple[str, str]:
         """Time both paths on the round's clients and return ``(choice, reason)``.
 
         Args:
-            trainer: The trainer.
-            round: The round whose clients are timed.
-            messages: That round's messages.
+            runtime: The round's client runtime.
+            tasks: The round's clients.
 
         Returns:
             ``("vectorized" | "sequential", reason)``; also fills :attr:`timings`.
         """
-        model = trainer.global_model
-        static = vectorizable(model, trainer.algorithm, self.vectorized.vmap_losses)
+        if self._model is None:
+            raise RuntimeError("AutoExecutor.decide before setup: the trainer calls setup")
+        static = vectorizable(self._model, runtime.hooks, self.vectorized.vmap_losses)
+        static = static or self.vectorized.disabled
         if static is not None:
             return "sequential", f"cannot vectorize: {static}"
         with torch.random.fork_rng(devices=[]):
-            seq = self._time_sequential(trainer, round, messages)
             try:
-                vec = self._time_vectorized(trainer, round, messages, give_up_after=2.0 * seq)
+                seq = self._time_sequential(runtime, tasks)
+            except Exception as exc:  # a probe failure must never take the run down
+                return "sequential", f"sequential probe raised {type(exc).__name__}: {exc}"
+            try:
+                vec = self._time_vectorized(runtime, tasks, give_up_after=2.0 * seq)
             except UnvectorizableError as exc:
                 return "sequential", f"cannot vectorize: {exc}"
             except Exception as exc:  # a probe failure must never take the run down
@@ -142,19 +154,18 @@ class AutoExecutor(Executor):
             "sequential_s_per_step": seq,
             "vectorized_s_per_step": vec,
             "speedup": speedup,
-            "clients": float(len(messages)),
+            "clients": float(len(tasks)),
         }
         summary = (
-            f"{len(messages)} clients, one local step of all of them: sequential {seq:.4f} s, "
+            f"{len(tasks)} clients, one local step of all of them: sequential {seq:.4f} s, "
             f"vectorized {vec:.4f} s ({speedup:.2f}x; needs {self.margin:.2f}x)"
         )
         return ("vectorized" if speedup >= self.margin else "sequential"), summary
 
     def _time_vectorized(
         self,
-        trainer: FederatedTrainer,
-        round: int,
-        messages: dict[int, Message],
+        runtime: ClientRuntime,
+        tasks: Sequence[ClientTask],
         give_up_after: float = float("inf"),
     ) -> float:
         """Seconds for one vectorized step of all the round's clients (median of steps).
@@ -162,8 +173,9 @@ class AutoExecutor(Executor):
         The warm-up step is where ``vmap`` rejects a module; when it alone takes longer than
         ``give_up_after``, vectorizing has clearly lost and its time is returned at once.
         """
-        probe = copy.deepcopy(trainer.global_model)
-        stacked = StackedRound(trainer, probe, round, messages, self.vectorized.vmap_losses)
+        assert self._model is not None
+        probe = copy.deepcopy(self._model)
+        stacked = StackedRound(runtime, probe, tasks, self.vectorized.vmap_losses)
         start = time.perf_counter()
         stacked.train(max_steps=1)
         warm = time.perf_counter() - start
@@ -177,41 +189,25 @@ class AutoExecutor(Executor):
             times.append(time.perf_counter() - start)
         return statistics.median(times) if times else warm
 
-    def _time_sequential(
-        self, trainer: FederatedTrainer, round: int, messages: dict[int, Message]
-    ) -> float:
-        """Seconds for one local step of every client of the round, one after another."""
-        probe = copy.deepcopy(trainer.global_model)
-        algorithm = trainer.algorithm
-        clients = list(messages)[: self.probe_clients + 1]
+    def _time_sequential(self, runtime: ClientRuntime, tasks: Sequence[ClientTask]) -> float:
+        """Seconds for one local step of every client of the round, one after another.
+
+        Each probe is :meth:`ClientRuntime.run` itself, on a copy of the model, with the
+        plan bounded to ``probe_steps`` steps and no local evaluation.
+        """
+        assert self._model is not None
+        probe = copy.deepcopy(self._model)
+        timed = runtime.with_plan(probe_plan(runtime.plan, self.probe_steps))
+        chosen = list(tasks)[: self.probe_clients + 1]
         per_step: list[float] = []
-        for n, client in enumerate(clients):
-            ctx = _context(trainer, round, client, messages[client])
-            torch.manual_seed(ctx.seed)
+        for n, task in enumerate(chosen):
+            copied = replace(task, state=copy.deepcopy(dict(task.state)))
             start = time.perf_counter()
-            module = algorithm.configure_client(ctx, probe)
-            loader = trainer.datamodule.train_loader(client, seed=ctx.seed)
-            metrics = fit_local(
-                module,
-                loader,
-                epochs=None,
-                steps=self.probe_steps,
-                loss_hook=_hook(algorithm, ctx, module),
-            )
-            if n > 0 or len(clients) == 1:  # the first client warms up
-                per_step.append((time.perf_counter() - start) / max(int(metrics["steps"]), 1))
-        return statistics.median(per_step) * len(messages)
-
-
-def _hook(algorithm: Algorithm, ctx: ClientContext, module: Any) -> Any:
-    def hook(batch: Any, loss: torch.Tensor) -> torch.Tensor:
-        return algorithm.training_loss(ctx, module, batch, loss)
-
-    return hook
-
-
-def _context(trainer: FederatedTrainer, round: int, client: int, message: Message) -> ClientContext:
-    state: dict[str, Any] = {}
-    if trainer.algorithm.stateful_clients:
-        state = copy.deepcopy(trainer.client_states.get(client, {}))
-    return trainer.client_context(round, client, message, state)
+            outcome = timed.run(copied, probe)
+            elapsed = time.perf_counter() - start
+            if isinstance(outcome, ClientFailure):
+                raise RuntimeError(f"sequential probe: client {task.client}: {outcome.error}")
+            if n > 0 or len(chosen) == 1:  # the first client warms up
+                steps = int(outcome.reply.metrics.get("steps", 1.0))
+                per_step.append(elapsed / max(steps, 1))
+        return statistics.median(per_step) * len(tasks)

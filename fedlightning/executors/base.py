@@ -1,56 +1,60 @@
-"""Executors: who runs the clients of a round."""
+"""Executors: who runs the clients of a round.
+
+An executor only schedules: every client trains through the one
+:class:`~fedlightning.runtime.ClientRuntime` the trainer hands it each round, and returns a
+:class:`~fedlightning.round.Trained` (reply and new state) or a
+:class:`~fedlightning.round.ClientFailure` per client. Callbacks fire in the trainer, and
+client states are stored by the trainer alone.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from fedlightning.round import ClientFailure, ClientTask, Trained
+
 if TYPE_CHECKING:
-    from fedlightning.algorithms.base import Reply
-    from fedlightning.messages import Message
-    from fedlightning.trainer import FederatedTrainer
+    from lightning.pytorch import LightningModule
 
-__all__ = ["ClientFailure", "Executor"]
+    from fedlightning.runtime import ClientRuntime
 
+__all__ = ["ClientFailure", "Executor", "Outcome"]
 
-@dataclass(frozen=True)
-class ClientFailure:
-    """A client that raised instead of replying.
-
-    Attributes:
-        client: Client id.
-        error: The exception's type and message.
-    """
-
-    client: int
-    error: str
+Outcome = Trained | ClientFailure
+"""What an executor returns per client."""
 
 
 class Executor(ABC):
-    """Runs the selected clients of a round and returns their replies.
+    """Runs the selected clients of a round and returns their outcomes.
 
     Every executor must give the sequential executor's result for the same seed.
     """
 
     name: str = "executor"
+    in_process: bool = True
+    """Whether clients train in this process (one device: ``devices=1``)."""
 
-    def setup(self, trainer: FederatedTrainer) -> None:  # noqa: B027 - optional hook
-        """Prepare workers before the first round (default: nothing)."""
-
-    @abstractmethod
-    def run(
-        self, trainer: FederatedTrainer, round: int, messages: dict[int, Message]
-    ) -> list[Reply | ClientFailure]:
-        """Train every client in ``messages`` on what it received.
+    def setup(self, model: LightningModule, runtime: ClientRuntime) -> None:  # noqa: B027
+        """Prepare workers before the first round (default: nothing).
 
         Args:
-            trainer: The trainer (its ``run_client`` trains one client in this process).
-            round: Round number.
-            messages: Client id -> the message the server sent it.
+            model: The global model, already on the run's device (copy it, never keep it).
+            runtime: A runtime of the run, with the first round's plan; errors in the
+                settings should be raised here, before round 1.
+        """
+
+    @abstractmethod
+    def run(self, runtime: ClientRuntime, tasks: Sequence[ClientTask]) -> list[Outcome]:
+        """Train every client of ``tasks``.
+
+        Args:
+            runtime: The round's client runtime (hooks, data, plan, placement).
+            tasks: One task per selected client, in client order.
 
         Returns:
-            One reply or failure per client, in the order of ``messages``.
+            One outcome per task, in the order of ``tasks``.
         """
 
     def teardown(self) -> None:  # noqa: B027 - optional hook

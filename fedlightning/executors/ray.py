@@ -2,19 +2,22 @@
 
 Each actor is a long-lived worker process that receives, once, a copy of the model and of
 the federated datamodule, and keeps them: no process and no model is rebuilt per client.
-Each round, the server ships one snapshot of the algorithm (its hooks and whatever state they
-read, e.g. the global model) to the object store, and each actor receives the messages of the
-clients assigned to it, balanced by number of local samples (longest-first onto the least
-loaded actor). An actor trains its clients exactly as
-:meth:`~fedlightning.trainer.FederatedTrainer.run_client` does: same seeds, same
-``configure_client`` -> ``fit_local`` with the algorithm's loss hook -> ``client_message``,
-so the global model is the sequential executor's, bit for bit, whenever the actors compute
-with the same kernels as the driver (same thread count; see ``torch_threads``).
+Each round, the server ships one snapshot of the round's
+:class:`~fedlightning.runtime.ClientRuntime` (the algorithm's client hooks and what they read,
+the plan, the placement, the evaluation metrics; never the dataset, the trainer, the loggers
+or the callbacks) to the object store, and each actor receives the tasks of the clients
+assigned to it, balanced by number of local samples (longest-first onto the least loaded
+actor). An actor trains its clients with :meth:`ClientRuntime.run`, the very code the
+sequential executor runs, so the global model is the sequential executor's, bit for bit,
+whenever the actors compute with the same kernels as the driver (same thread count; see
+``torch_threads``).
 
-Callbacks run on the driver, in client order, around the replies as they return; per-client
-state (:attr:`Algorithm.stateful_clients`) travels to the actor with the message and back
-with the reply. Ray is an optional dependency (``pip install "fedlightning[ray]"``), imported
-only when this executor is set up.
+Callbacks run on the driver, in the trainer; per-client state travels to the actor with the
+task and back with the outcome. A worker that dies is replaced at once and its clients are
+trained again on the replacement within the round; they are dropped from that round only if
+the replacement fails too, and the pool is whole again for the next round. Workers may
+share GPUs (``num_gpus_per_worker=0.25``: four actors per GPU). Ray is an optional
+dependency (``pip install "fedlightning[ray]"``), imported only when this executor is set up.
 
 References:
     P. Moritz et al., "Ray: A Distributed Framework for Emerging AI Applications", OSDI 2018.
@@ -26,29 +29,25 @@ import copy
 import io
 import logging
 import pickle
-import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
-from torch import Tensor
 from typing_extensions import override
 
-from fedlightning.algorithms.base import Algorithm, ClientContext, Reply
-from fedlightning.client import fit_local
-from fedlightning.executors.base import ClientFailure, Executor
+from fedlightning.executors.base import Executor, Outcome
+from fedlightning.round import ClientFailure, ClientTask, Trained
+from fedlightning.runtime import ClientRuntime
 
 if TYPE_CHECKING:
-    from fedlightning.messages import Message
-    from fedlightning.trainer import FederatedTrainer, RoundPlan
+    from fedlightning.datamodules import FederatedDataModule
 
-__all__ = ["RayExecutor", "assign_clients"]
+__all__ = ["ClientWorker", "RayExecutor", "assign_clients"]
 
 log = logging.getLogger(__name__)
-
-_STREAM_CLIENT = 1  # the trainer's stream for a client's local run: seed_for(round, client, 1)
 
 
 def assign_clients(loads: Mapping[int, float], num_workers: int) -> list[list[int]]:
@@ -80,52 +79,7 @@ def assign_clients(loads: Mapping[int, float], num_workers: int) -> list[list[in
     return [sorted(b, key=order.__getitem__) for b in bins]
 
 
-class _WorkerTrainer:
-    """What client-side hooks may use of the trainer, inside a Ray actor.
-
-    The public, client-relevant surface of :class:`~fedlightning.trainer.FederatedTrainer`:
-    seeds, the plan, the datamodule, the global model (as of the round's snapshot) and
-    evaluation. Server-side calls (``log_metrics``, ``dispatch``) are not available on a
-    worker.
-    """
-
-    def __init__(
-        self,
-        *,
-        seed: int,
-        plan: RoundPlan,
-        rounds: int,
-        eval_every: int | None,
-        datamodule: Any,
-    ) -> None:
-        self.seed = seed
-        self.plan = plan
-        self.rounds = rounds
-        self.eval_every = eval_every
-        self.datamodule = datamodule
-        self.current_round = 0
-        self.algorithm: Algorithm | None = None
-
-    @property
-    def global_model(self) -> LightningModule:
-        """The global model of the round's algorithm snapshot."""
-        assert self.algorithm is not None
-        return self.algorithm.global_model
-
-    def seed_for(self, *keys: int) -> int:
-        """As :meth:`FederatedTrainer.seed_for`."""
-        from fedlightning.trainer import derive_seed
-
-        return derive_seed(self.seed, *keys)
-
-    def rng(self, *keys: int) -> np.random.Generator:
-        """As :meth:`FederatedTrainer.rng`."""
-        from fedlightning.trainer import derive_rng
-
-        return derive_rng(self.seed, *keys)
-
-
-class _AlgorithmUnpickler(pickle.Unpickler):
+class _RuntimeUnpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO, objects: Mapping[str, Any]) -> None:
         super().__init__(file)
         self._objects = objects
@@ -134,32 +88,43 @@ class _AlgorithmUnpickler(pickle.Unpickler):
         return self._objects[pid]
 
 
-def _dump_algorithm(trainer: FederatedTrainer) -> bytes:
-    """Pickle the algorithm (by value where needed, as Ray does) minus trainer and data.
+def dump_runtime(runtime: ClientRuntime) -> bytes:
+    """Pickle a runtime (by value where needed, as Ray does) without its data or the trainer.
 
-    References to the trainer and its datamodule become persistent ids that each worker
-    resolves to its own stand-ins, so a round's snapshot carries the algorithm's state (the
-    global model included) but never the dataset, the loggers or the callbacks.
+    The datamodule becomes a persistent id that each worker resolves to its own copy, and the
+    algorithm's handle on the run (``Algorithm.trainer``, a server-side attribute) becomes
+    ``None``, so a snapshot carries the client hooks and their state but never the dataset,
+    the trainer, the loggers or the callbacks.
+
+    Args:
+        runtime: The round's runtime.
+
+    Returns:
+        The snapshot.
     """
     from ray import cloudpickle
 
-    refs = {id(trainer): "trainer", id(trainer.datamodule): "datamodule"}
+    refs: dict[int, str] = {id(runtime.datamodule): "datamodule"}
+    handle = getattr(runtime.hooks, "_trainer", None)
+    if handle is not None:
+        refs[id(handle)] = "trainer"
 
     class _Pickler(cloudpickle.CloudPickler):
         def persistent_id(self, obj: Any) -> str | None:
             return refs.get(id(obj))
 
     buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(trainer.algorithm)
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(runtime)
     return buffer.getvalue()
 
 
-def _load_algorithm(data: bytes, trainer: _WorkerTrainer) -> Algorithm:
-    objects = {"trainer": trainer, "datamodule": trainer.datamodule}
-    algorithm = _AlgorithmUnpickler(io.BytesIO(data), objects).load()
-    if not isinstance(algorithm, Algorithm):
-        raise TypeError(f"expected an Algorithm snapshot, got {type(algorithm).__name__}")
-    return algorithm
+def load_runtime(data: bytes, datamodule: FederatedDataModule) -> ClientRuntime:
+    """Restore :func:`dump_runtime`'s snapshot onto a worker's own datamodule."""
+    objects = {"datamodule": datamodule, "trainer": None}
+    runtime = _RuntimeUnpickler(io.BytesIO(data), objects).load()
+    if not isinstance(runtime, ClientRuntime):
+        raise TypeError(f"expected a ClientRuntime snapshot, got {type(runtime).__name__}")
+    return runtime
 
 
 class ClientWorker:
@@ -171,79 +136,48 @@ class ClientWorker:
     Args:
         module: A copy of the global model, reused for every client.
         datamodule: The federated datamodule.
-        seed: The trainer's seed.
-        plan: The trainer's local-work plan.
-        rounds: The trainer's number of rounds.
-        eval_every: The trainer's evaluation period.
         torch_threads: Threads for torch in this worker (``None``: leave as is).
     """
 
     def __init__(
-        self,
-        module: LightningModule,
-        datamodule: Any,
-        *,
-        seed: int,
-        plan: RoundPlan,
-        rounds: int,
-        eval_every: int | None,
-        torch_threads: int | None = 1,
+        self, module: LightningModule, datamodule: Any, *, torch_threads: int | None = 1
     ) -> None:
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
         datamodule.setup()
         self.module = module
-        self.trainer = _WorkerTrainer(
-            seed=seed, plan=plan, rounds=rounds, eval_every=eval_every, datamodule=datamodule
-        )
-        self._snapshot: tuple[int, Algorithm] | None = None
+        self.datamodule = datamodule
+        self._snapshot: tuple[int, ClientRuntime] | None = None
 
-    def run(
-        self,
-        round: int,
-        algorithm: bytes,
-        jobs: Sequence[tuple[int, Message, dict[str, Any]]],
-        return_weights: bool = False,
-        plan: RoundPlan | None = None,
-    ) -> list[tuple[str, Any]]:
-        """Train the clients of ``jobs`` one after another.
+    def run(self, key: int, runtime: bytes, tasks: Sequence[ClientTask]) -> list[tuple[str, Any]]:
+        """Train the clients of ``tasks`` one after another with the round's runtime.
 
         Args:
-            round: Round number.
-            algorithm: The round's algorithm snapshot.
-            jobs: ``(client, message, client_state)`` per client.
-            return_weights: Also return each trained module's state (for local evaluation
-                on the driver).
-            plan: The round's local-work plan (``Algorithm.round_plan``); ``None`` keeps
-                the last one.
+            key: Identifies the snapshot (the round): it is unpickled once per key.
+            runtime: The round's runtime snapshot (:func:`dump_runtime`).
+            tasks: The clients assigned to this worker.
 
         Returns:
-            Per client, ``("ok", (reply, state, weights_or_None, seconds))`` or
-            ``("failed", error)``.
+            Per client, ``("ok", Trained)`` or ``("failed", error)``.
         """
-        if self._snapshot is None or self._snapshot[0] != round:
-            snapshot = _load_algorithm(algorithm, self.trainer)
-            self._snapshot = (round, snapshot)
-            self.trainer.algorithm = snapshot
-        self.trainer.current_round = round
-        if plan is not None:
-            self.trainer.plan = plan
-        alg = self._snapshot[1]
+        if self._snapshot is None or self._snapshot[0] != key:
+            loaded = load_runtime(runtime, self.datamodule)
+            if loaded.placement.accelerator == "cuda":
+                # Ray shows an actor its GPU(s) only, from index 0.
+                loaded.placement = replace(loaded.placement, index=0)
+            self._snapshot = (key, loaded)
+        current = self._snapshot[1]
+        device = current.placement.device
+        self.module.to(device)
         out: list[tuple[str, Any]] = []
-        for client, message, state in jobs:
-            start = time.perf_counter()
-            try:
-                reply, new_state, module = _train_client(
-                    self.trainer, alg, self.module, round, client, message, state
-                )
-                weights = (
-                    {k: v.detach().clone() for k, v in module.state_dict().items()}
-                    if return_weights
-                    else None
-                )
-                out.append(("ok", (reply, new_state, weights, time.perf_counter() - start)))
-            except Exception as exc:  # a failing client never takes the run down
-                out.append(("failed", f"{type(exc).__name__}: {exc}"))
+        for task in tasks:
+            outcome = current.run(replace(task, message=task.message.to(device)), self.module)
+            if isinstance(outcome, ClientFailure):
+                out.append(("failed", outcome.error))
+                continue
+            if device.type != "cpu":  # replies travel back on the CPU
+                outcome.reply.message = outcome.reply.message.to("cpu")
+            out.append(("ok", outcome))
         return out
 
     def ping(self) -> int:
@@ -251,50 +185,18 @@ class ClientWorker:
         return torch.get_num_threads()
 
 
-def _train_client(
-    trainer: _WorkerTrainer,
-    algorithm: Algorithm,
-    worker: LightningModule,
-    round: int,
-    client: int,
-    message: Message,
-    state: dict[str, Any],
-) -> tuple[Reply, dict[str, Any], LightningModule]:
-    """:meth:`FederatedTrainer.run_client`'s client-side steps, in the same order."""
-    seed = trainer.seed_for(round, client, _STREAM_CLIENT)
-    ctx = ClientContext(
-        client=client,
-        round=round,
-        message=message,
-        received=message.decode(),
-        num_samples=trainer.datamodule.num_samples(client),
-        state=state,
-        seed=seed,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = algorithm.configure_client(ctx, worker)
-        loader = trainer.datamodule.train_loader(client, seed=seed)
-        metrics = fit_local(
-            module,
-            loader,
-            epochs=trainer.plan.epochs,
-            steps=trainer.plan.steps,
-            loss_hook=lambda batch, loss: algorithm.training_loss(ctx, module, batch, loss),
-        )
-        reply_message = algorithm.client_message(ctx, module)
-    return Reply(client, reply_message, ctx.num_samples, metrics), ctx.state, module
-
-
 class RayExecutor(Executor):
     """Trains the clients of a round on a pool of Ray actors.
 
     Args:
         num_workers: Actors in the pool (default: the CPUs Ray reports, divided by
-            ``num_cpus_per_worker``).
+            ``num_cpus_per_worker``, and no more than the GPUs allow).
         address: A Ray cluster address (``"auto"``, ``"ray://head:10001"``...); ``None``
             starts a local Ray instance unless one is already running.
         num_cpus_per_worker: CPUs Ray reserves for each actor.
+        num_gpus_per_worker: GPUs Ray reserves for each actor; fractions share a GPU
+            (``0.25``: four actors per GPU). Needs ``FederatedTrainer(accelerator="cuda")``
+            or ``"gpu"``/``"auto"`` resolving to CUDA, and GPUs in the Ray cluster.
         torch_threads: Torch threads inside each actor (default: ``num_cpus_per_worker``
             rounded down, at least 1).
         init_kwargs: Extra ``ray.init`` arguments when this executor starts Ray (e.g.
@@ -303,6 +205,9 @@ class RayExecutor(Executor):
     Attributes:
         client_seconds: Per round, the seconds each client took on its actor (what the
             rounds-per-hour projection in ``docs/executors.md`` is built from).
+        replaced: ``(round, worker index, error)`` for every worker that died and was
+            replaced.
+        snapshot_bytes: Per round, the size of the runtime snapshot sent to the workers.
 
     Raises:
         ValueError: For a setting out of range.
@@ -315,6 +220,7 @@ class RayExecutor(Executor):
     """
 
     name = "ray"
+    in_process = False
 
     def __init__(
         self,
@@ -322,6 +228,7 @@ class RayExecutor(Executor):
         num_workers: int | None = None,
         address: str | None = None,
         num_cpus_per_worker: float = 1.0,
+        num_gpus_per_worker: float = 0.0,
         torch_threads: int | None = None,
         init_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
@@ -335,6 +242,11 @@ class RayExecutor(Executor):
             raise ValueError(
                 f"num_cpus_per_worker must be > 0, got num_cpus_per_worker={num_cpus_per_worker}"
             )
+        if not (isinstance(num_gpus_per_worker, (int, float)) and num_gpus_per_worker >= 0):
+            raise ValueError(
+                "num_gpus_per_worker must be a number >= 0 (fractions share a GPU), got "
+                f"num_gpus_per_worker={num_gpus_per_worker!r}"
+            )
         if torch_threads is not None and (not isinstance(torch_threads, int) or torch_threads < 1):
             raise ValueError(
                 f"torch_threads must be an integer >= 1, got torch_threads={torch_threads!r}"
@@ -342,16 +254,32 @@ class RayExecutor(Executor):
         self.num_workers = num_workers
         self.address = address
         self.num_cpus_per_worker = float(num_cpus_per_worker)
+        self.num_gpus_per_worker = float(num_gpus_per_worker)
         self.torch_threads = torch_threads or max(1, int(num_cpus_per_worker))
         self.init_kwargs = dict(init_kwargs or {})
         self.client_seconds: list[dict[int, float]] = []
+        self.replaced: list[tuple[int, int, str]] = []
+        self.snapshot_bytes: list[int] = []
         self._ray: Any = None
         self._started_ray = False
         self._actors: list[Any] = []
-        self._evaluator: LightningModule | None = None
+        self._refs: tuple[Any, Any] | None = None
+        self._remote: Any = None
 
     @override
-    def setup(self, trainer: FederatedTrainer) -> None:
+    def setup(self, model: LightningModule, runtime: ClientRuntime) -> None:
+        cuda = runtime.placement.accelerator == "cuda"
+        if self.num_gpus_per_worker > 0 and not cuda:
+            raise ValueError(
+                f"num_gpus_per_worker={self.num_gpus_per_worker} needs the run on CUDA "
+                f"(FederatedTrainer(accelerator='cuda')), but it is on "
+                f"{runtime.placement.accelerator!r}; set num_gpus_per_worker=0 or use a GPU"
+            )
+        if cuda and self.num_gpus_per_worker == 0:
+            raise ValueError(
+                "the run is on CUDA but RayExecutor(num_gpus_per_worker=0) gives its actors no "
+                "GPU; set num_gpus_per_worker > 0 (e.g. 0.25 for four actors per GPU)"
+            )
         try:
             import ray
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -362,104 +290,105 @@ class RayExecutor(Executor):
             kwargs.update(self.init_kwargs)
             ray.init(address=self.address, **kwargs)
             self._started_ray = True
+        resources = ray.cluster_resources()
+        gpus = float(resources.get("GPU", 0.0))
+        if self.num_gpus_per_worker > 0 and gpus < self.num_gpus_per_worker:
+            raise ValueError(
+                f"num_gpus_per_worker={self.num_gpus_per_worker} but the Ray cluster has "
+                f"{gpus:g} GPUs"
+            )
         workers = self.num_workers
         if workers is None:
-            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            cpus = float(resources.get("CPU", 1.0))
             workers = max(1, int(cpus // self.num_cpus_per_worker))
-        remote = ray.remote(num_cpus=self.num_cpus_per_worker)(ClientWorker)
-        module_ref = ray.put(copy.deepcopy(trainer.global_model))
-        data_ref = ray.put(trainer.datamodule)
-        self._actors = [
-            remote.remote(
-                module_ref,
-                data_ref,
-                seed=trainer.seed,
-                plan=trainer.plan,
-                rounds=trainer.rounds,
-                eval_every=trainer.eval_every,
-                torch_threads=self.torch_threads,
-            )
-            for _ in range(workers)
-        ]
+            if self.num_gpus_per_worker > 0:
+                workers = max(1, min(workers, int(gpus // self.num_gpus_per_worker)))
+        self._remote = ray.remote(
+            num_cpus=self.num_cpus_per_worker, num_gpus=self.num_gpus_per_worker
+        )(ClientWorker)
+        self._refs = (ray.put(copy.deepcopy(model).cpu()), ray.put(runtime.datamodule))
+        self._actors = [self._new_actor() for _ in range(workers)]
         ray.get([a.ping.remote() for a in self._actors])
-        self._evaluator = copy.deepcopy(trainer.global_model)
         self.client_seconds = []
+        self.replaced = []
+        self.snapshot_bytes = []
         log.info("ray executor: %d workers ready", len(self._actors))
+
+    def _new_actor(self) -> Any:
+        assert self._refs is not None
+        module_ref, data_ref = self._refs
+        return self._remote.remote(module_ref, data_ref, torch_threads=self.torch_threads)
 
     @property
     def workers(self) -> int:
         """Number of actors in the pool."""
         return len(self._actors)
 
+    def actor(self, index: int) -> Any:
+        """The Ray actor handle of worker ``index`` (e.g. to stop it in a test)."""
+        return self._actors[index]
+
     @override
-    def run(
-        self, trainer: FederatedTrainer, round: int, messages: dict[int, Message]
-    ) -> list[Reply | ClientFailure]:
+    def run(self, runtime: ClientRuntime, tasks: Sequence[ClientTask]) -> list[Outcome]:
         if not self._actors:
-            self.setup(trainer)
+            raise RuntimeError("RayExecutor.run before setup: the trainer calls setup")
         ray = self._ray
-        algorithm = trainer.algorithm
-        stateful = algorithm.stateful_clients
-        eval_local = trainer.plan.eval_local and trainer.is_eval_round(round)
-        snapshot = ray.put(_dump_algorithm(trainer))
-        loads = {c: float(trainer.datamodule.num_samples(c)) for c in messages}
+        round = tasks[0].round if tasks else 0
+        blob = dump_runtime(runtime)
+        self.snapshot_bytes.append(len(blob))
+        snapshot = ray.put(blob)
+        shipped = [replace(t, message=t.message.to("cpu")) for t in tasks]
+        by_client = {t.client: t for t in shipped}
+        loads = {t.client: float(t.num_samples) for t in shipped}
         bins = assign_clients(loads, len(self._actors))
-        futures = []
-        for actor, clients in zip(self._actors, bins, strict=True):
-            if not clients:
-                continue
-            jobs = [
-                (c, messages[c], trainer.client_states.get(c, {}) if stateful else {})
-                for c in clients
-            ]
-            futures.append(
-                (clients, actor.run.remote(round, snapshot, jobs, eval_local, trainer.plan))
+        pending = [
+            (
+                i,
+                clients,
+                self._actors[i].run.remote(round, snapshot, [by_client[c] for c in clients]),
             )
+            for i, clients in enumerate(bins)
+            if clients
+        ]
         results: dict[int, tuple[str, Any]] = {}
-        for clients, future in futures:
+        for index, clients, future in pending:
             try:
-                outcomes = ray.get(future)
-            except Exception as exc:  # an actor died: its clients are dropped this round
-                log.warning("round %d: a ray worker failed (%r)", round, exc)
-                outcomes = [("failed", f"{type(exc).__name__}: {exc}")] * len(clients)
-            results.update(zip(clients, outcomes, strict=True))
-        out: list[Reply | ClientFailure] = []
-        seconds: dict[int, float] = {}
-        for client in messages:
-            for callback in trainer.callbacks:
-                callback.on_client_fit_start(trainer, round, client)
-            status, value = results[client]
-            if status != "ok":
-                log.warning("round %d: client %d raised %s; dropped", round, client, value)
-                out.append(ClientFailure(client, str(value)))
+                results.update(zip(clients, ray.get(future), strict=True))
                 continue
-            reply, state, weights, secs = value
-            seconds[client] = float(secs)
-            if eval_local and weights is not None:
-                reply.metrics.update(self._local_eval(trainer, client, weights))
-            if stateful:
-                trainer.client_states[client] = state
-            for callback in trainer.callbacks:
-                callback.on_client_fit_end(trainer, round, reply)
-            out.append(reply)
+            except Exception as exc:  # the worker died: replace it, retry its clients once
+                self._replace(round, index, exc)
+            try:
+                retry = self._actors[index].run.remote(
+                    round, snapshot, [by_client[c] for c in clients]
+                )
+                results.update(zip(clients, ray.get(retry), strict=True))
+            except Exception as exc:
+                self._replace(round, index, exc)
+                failed = ("failed", f"worker lost twice: {type(exc).__name__}: {exc}")
+                results.update((c, failed) for c in clients)
+        out: list[Outcome] = []
+        seconds: dict[int, float] = {}
+        for task in tasks:
+            status, value = results[task.client]
+            if status != "ok":
+                log.warning("round %d: client %d failed: %s", round, task.client, value)
+                out.append(ClientFailure(task.client, str(value)))
+                continue
+            assert isinstance(value, Trained)
+            seconds[task.client] = value.seconds
+            out.append(value)
         self.client_seconds.append(seconds)
         return out
 
-    def _local_eval(
-        self, trainer: FederatedTrainer, client: int, weights: dict[str, Tensor]
-    ) -> dict[str, float]:
-        assert self._evaluator is not None
-        self._evaluator.load_state_dict(weights)
-        metrics: dict[str, float] = {}
-        local = trainer.evaluate(self._evaluator, trainer.datamodule.test_loader())
-        if "acc" in local:
-            metrics["acc_local"] = local["acc"]
-        client_loader = trainer.datamodule.client_test_loader(client)
-        if client_loader is not None:
-            own = trainer.evaluate(self._evaluator, client_loader)
-            if "acc" in own:
-                metrics["acc_client"] = own["acc"]
-        return metrics
+    def _replace(self, round: int, index: int, error: BaseException) -> None:
+        """Put a fresh worker in place of worker ``index``, which failed with ``error``."""
+        log.warning("round %d: ray worker %d lost (%r); replacing it", round, index, error)
+        self.replaced.append((round, index, f"{type(error).__name__}: {error}"))
+        try:
+            self._ray.kill(self._actors[index])
+        except Exception as exc:  # pragma: no cover - already gone
+            log.debug("ray executor: could not kill a lost actor (%r)", exc)
+        self._actors[index] = self._new_actor()
 
     @override
     def teardown(self) -> None:
@@ -472,7 +401,7 @@ class RayExecutor(Executor):
             except Exception as exc:  # pragma: no cover - best effort
                 log.debug("ray executor: could not kill an actor (%r)", exc)
         self._actors = []
-        self._evaluator = None
+        self._refs = None
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         self._started_ray = False

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import logging
+import copy
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from typing_extensions import override
 
-from fedlightning.executors.base import ClientFailure, Executor
+from fedlightning.executors.base import Executor, Outcome
 
 if TYPE_CHECKING:
-    from fedlightning.algorithms.base import Reply
-    from fedlightning.messages import Message
-    from fedlightning.trainer import FederatedTrainer
+    from lightning.pytorch import LightningModule
+
+    from fedlightning.round import ClientTask
+    from fedlightning.runtime import ClientRuntime
 
 __all__ = ["SequentialExecutor"]
-
-log = logging.getLogger(__name__)
 
 
 class SequentialExecutor(Executor):
@@ -24,15 +24,19 @@ class SequentialExecutor(Executor):
 
     name = "sequential"
 
+    def __init__(self) -> None:
+        self._worker: LightningModule | None = None
+
     @override
-    def run(
-        self, trainer: FederatedTrainer, round: int, messages: dict[int, Message]
-    ) -> list[Reply | ClientFailure]:
-        out: list[Reply | ClientFailure] = []
-        for client, message in messages.items():
-            try:
-                out.append(trainer.run_client(round, client, message))
-            except Exception as exc:  # a failing client never takes the run down
-                log.warning("round %d: client %d raised %r; dropped", round, client, exc)
-                out.append(ClientFailure(client, f"{type(exc).__name__}: {exc}"))
-        return out
+    def setup(self, model: LightningModule, runtime: ClientRuntime) -> None:
+        self._worker = copy.deepcopy(model)
+
+    @override
+    def run(self, runtime: ClientRuntime, tasks: Sequence[ClientTask]) -> list[Outcome]:
+        if self._worker is None:
+            raise RuntimeError("SequentialExecutor.run before setup: the trainer calls setup")
+        return [runtime.run(task, self._worker) for task in tasks]
+
+    @override
+    def teardown(self) -> None:
+        self._worker = None

@@ -18,8 +18,12 @@ logged once and kept in :attr:`VectorizedExecutor.fallbacks`; never a silently d
 result. Reasons include: BatchNorm layers (their running statistics update in training mode),
 an optimizer or setting without a stacked rule, a learning-rate scheduler, manual
 optimization, a ``configure_client`` that builds a different module, an overridden
-``training_loss`` not declared safe, and anything ``vmap`` rejects (data-dependent Python
-control flow, ``.item()``, random ops such as dropout).
+``training_loss`` not declared safe, a module that overrides Lightning's training hooks
+(``on_train_batch_start``...; a stacked step cannot call them once per client), gradient
+clipping or accumulation, a precision other than ``32-true``, and anything ``vmap`` rejects
+(data-dependent Python control flow, ``.item()``, random ops such as dropout). The stacked
+step runs on the run's device (``FederatedTrainer(accelerator=...)``), and ``self.global_step``
+and ``self.current_epoch`` read in ``training_step`` count as in the sequential loop.
 
 References:
     Equivalent to the sequential executor's FedAvg (H. B. McMahan et al., AISTATS 2017) and
@@ -33,7 +37,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,10 +47,10 @@ from torch.func import functional_call, vmap
 from torch.utils import _pytree as pytree
 from typing_extensions import override
 
-from fedlightning.algorithms.base import Algorithm, ClientContext, Reply
+from fedlightning.algorithms.base import Algorithm
 from fedlightning.algorithms.fedprox import FedProx
-from fedlightning.client import parse_optimizers
-from fedlightning.executors.base import ClientFailure, Executor
+from fedlightning.client import has_hook, parse_optimizers
+from fedlightning.executors.base import Executor, Outcome
 from fedlightning.executors.sequential import SequentialExecutor
 from fedlightning.executors.stacked_optim import (
     OptimizerSpec,
@@ -55,10 +59,10 @@ from fedlightning.executors.stacked_optim import (
     optimizer_spec,
     stacked_optimizer,
 )
+from fedlightning.round import ClientContext, ClientFailure, ClientTask
 
 if TYPE_CHECKING:
-    from fedlightning.messages import Message
-    from fedlightning.trainer import FederatedTrainer
+    from fedlightning.runtime import ClientRuntime
 
 __all__ = ["StackedRound", "UnvectorizableError", "VectorizedExecutor", "vectorizable"]
 
@@ -116,6 +120,46 @@ def _loss_kind(algorithm: Algorithm, vmap_losses: Sequence[type[Algorithm]]) -> 
     return None
 
 
+_TRAINING_HOOKS = (
+    "on_fit_start",
+    "on_fit_end",
+    "on_train_start",
+    "on_train_end",
+    "on_train_epoch_start",
+    "on_train_epoch_end",
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_zero_grad",
+    "optimizer_zero_grad",
+    "on_before_backward",
+    "backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "configure_gradient_clipping",
+    "on_before_batch_transfer",
+    "transfer_batch_to_device",
+    "on_after_batch_transfer",
+)
+
+
+def _runtime_reason(runtime: ClientRuntime, module: LightningModule) -> str | None:
+    """Why the run's settings (not the module's maths) keep it from being stacked, if so."""
+    module_hooks = [h for h in _TRAINING_HOOKS if has_hook(module, h)]
+    if module_hooks:
+        return (
+            f"the module overrides {module_hooks[:3]}, training hooks that a stacked step "
+            "cannot call once per client"
+        )
+    settings = runtime.settings
+    if settings.gradient_clip_val:
+        return "gradient clipping (gradient_clip_val) has no stacked rule"
+    if settings.accumulate_grad_batches != 1:
+        return "gradient accumulation (accumulate_grad_batches > 1) has no stacked rule"
+    if runtime.placement.precision != "32-true":
+        return f"precision={runtime.placement.precision!r}: the stacked step runs in float32 only"
+    return None
+
+
 class _StepLog:
     """Stands where Lightning's Fabric would while a vmapped ``training_step`` runs.
 
@@ -123,7 +167,9 @@ class _StepLog:
     calls per name (the same for every client), as :class:`fedlightning.client.LogSink`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, global_step: int = 0, current_epoch: int = 0) -> None:
+        self.global_step = global_step
+        self.current_epoch = current_epoch
         self.sums: dict[str, Tensor] = {}
         self.counts: dict[str, float] = {}
         self.loggers: list[Any] = []
@@ -174,7 +220,7 @@ class _Client:
     """One client of a vectorized round."""
 
     ctx: ClientContext
-    batches: Iterator[tuple[int, Any]]
+    batches: Iterator[tuple[int, int, Any]]
     rng_state: Tensor
     steps: int = 0
     done: bool = False
@@ -182,14 +228,15 @@ class _Client:
 
 def _client_batches(
     loader: Any, epochs: int | None, steps: int | None
-) -> Iterator[tuple[int, Any]]:
-    """``(batch_idx, batch)`` in the order :func:`fedlightning.client.fit_local` takes them."""
+) -> Iterator[tuple[int, int, Any]]:
+    """``(epoch, batch_idx, batch)`` in the order :func:`fedlightning.client.fit_local` takes
+    them."""
     step = 0
     epoch = 0
     while epochs is None or epoch < epochs:
         batch_idx = -1
         for batch_idx, batch in enumerate(loader):
-            yield batch_idx, batch
+            yield epoch, batch_idx, batch
             step += 1
             if steps is not None and step >= steps:
                 return
@@ -229,36 +276,35 @@ def _batch_dims(batch: Any) -> Any:
 class StackedRound:
     """The clients of one round, configured, stacked and trained together.
 
-    The constructor configures every client (``configure_client``, its optimizer, its
-    loader) and stacks their states; :meth:`train` trains them; :meth:`finish` builds each
-    client's reply. The auto executor also uses :meth:`train` with a step budget to time the
-    vectorized path. Clients work on copies of their persisted state, written back to the
-    trainer only by :meth:`finish`, so an attempt that falls back changes nothing.
+    The constructor configures every client through the round's
+    :class:`~fedlightning.runtime.ClientRuntime` (its context, seeding and
+    ``configure_client``), builds its optimizer and loader, and stacks their states;
+    :meth:`train` trains them; :meth:`finish` hands each client back to the runtime for local
+    evaluation and its reply. The auto executor also uses :meth:`train` with a step budget to
+    time the vectorized path. Clients work on copies of their persisted state, so an attempt
+    that falls back changes nothing.
 
     Args:
-        trainer: The trainer.
+        runtime: The round's client runtime.
         worker: A working copy of the global model (the executor's own).
-        round: Round number.
-        messages: Client id -> what the server sent it.
+        tasks: The round's clients.
         vmap_losses: Algorithm classes whose loss hook is declared safe to vmap.
 
     Raises:
-        UnvectorizableError: If the round cannot be stacked; nothing of the trainer is changed.
+        UnvectorizableError: If the round cannot be stacked; nothing of the run is changed.
     """
 
     def __init__(
         self,
-        trainer: FederatedTrainer,
+        runtime: ClientRuntime,
         worker: LightningModule,
-        round: int,
-        messages: Mapping[int, Message],
+        tasks: Sequence[ClientTask],
         vmap_losses: Sequence[type[Algorithm]] = (),
     ) -> None:
-        self.trainer = trainer
+        self.runtime = runtime
         self.worker = worker
-        self.round = round
-        algorithm = trainer.algorithm
-        reason = vectorizable(worker, algorithm, vmap_losses)
+        algorithm = runtime.hooks
+        reason = vectorizable(worker, algorithm, vmap_losses) or _runtime_reason(runtime, worker)
         if reason is not None:
             raise UnvectorizableError(reason)
         self._hooked = _loss_kind(algorithm, vmap_losses) == "hook"
@@ -266,17 +312,11 @@ class StackedRound:
         names = {id(p): n for n, p in worker.named_parameters()}
         snapshots: list[dict[str, Tensor]] = []
         spec: OptimizerSpec | None = None
-        plan = trainer.plan
-        datamodule = trainer.datamodule
-        for client, message in messages.items():
-            state: dict[str, Any] = {}
-            if algorithm.stateful_clients:
-                state = copy.deepcopy(trainer.client_states.get(client, {}))
-            ctx = trainer.client_context(round, client, message, state)
-            seed = ctx.seed
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                module = algorithm.configure_client(ctx, worker)
+        plan = runtime.plan
+        for task in tasks:
+            ctx = runtime.context(replace(task, state=copy.deepcopy(dict(task.state))))
+            with runtime.seeded(ctx.seed):
+                module = runtime.configure(ctx, worker)
                 if module is not worker:
                     raise UnvectorizableError(
                         f"{type(algorithm).__name__}.configure_client returns a different module "
@@ -299,7 +339,7 @@ class StackedRound:
                         "configure_optimizers gives different hyperparameters to different "
                         "clients of the round"
                     )
-                loader = datamodule.train_loader(client, seed=seed)
+                loader = runtime.train_loader(ctx)
                 batches = _client_batches(loader, plan.epochs, plan.steps)
                 rng_state = torch.get_rng_state()
             snapshots.append({k: v.detach().clone() for k, v in _tensors(worker).items()})
@@ -341,7 +381,7 @@ class StackedRound:
     def _loss_hook(self) -> Callable[[dict[str, Tensor], Any, Tensor], Tensor] | None:
         if not self._hooked:
             return None
-        algorithm = self.trainer.algorithm
+        algorithm = self.runtime.hooks
         template = self.clients[0].ctx
         worker = self.worker
 
@@ -359,8 +399,8 @@ class StackedRound:
 
         return hook
 
-    def _next_batches(self) -> dict[int, tuple[int, Any]]:
-        out: dict[int, tuple[int, Any]] = {}
+    def _next_batches(self) -> dict[int, tuple[int, int, Any]]:
+        out: dict[int, tuple[int, int, Any]] = {}
         for i, c in enumerate(self.clients):
             if c.done:
                 continue
@@ -394,11 +434,11 @@ class StackedRound:
             if not items:
                 break
             groups: dict[tuple[Any, ...], list[int]] = {}
-            for i, (batch_idx, batch) in items.items():
-                key = (batch_idx, self.clients[i].steps, _batch_key(batch))
+            for i, (epoch, batch_idx, batch) in items.items():
+                key = (epoch, batch_idx, self.clients[i].steps, _batch_key(batch))
                 groups.setdefault(key, []).append(i)
-            for (batch_idx, _, _), rows in groups.items():
-                self._step(rows, [items[i][1] for i in rows], batch_idx, hook)
+            for (epoch, batch_idx, steps, _), rows in groups.items():
+                self._step(rows, [items[i][2] for i in rows], (epoch, batch_idx, steps), hook)
             taken += 1
         self._steps_done += taken
         return taken
@@ -407,9 +447,10 @@ class StackedRound:
         self,
         rows: list[int],
         batches: list[Any],
-        batch_idx: int,
+        position: tuple[int, int, int],
         hook: Callable[[dict[str, Tensor], Any, Tensor], Tensor] | None,
     ) -> None:
+        epoch, batch_idx, steps = position
         full = len(rows) == len(self.clients)
         index = None if full else torch.tensor(rows, dtype=torch.long, device=self.device)
 
@@ -422,7 +463,7 @@ class StackedRound:
         others = take(self.others)
         received = take(self.received)
         batch = _stack_batches(batches, self.device)
-        sink = _StepLog()
+        sink = _StepLog(global_step=steps, current_epoch=epoch)
         call = self._call
 
         def one(p: dict[str, Tensor], o: dict[str, Tensor], b: Any, r: dict[str, Tensor]) -> Any:
@@ -430,8 +471,9 @@ class StackedRound:
             loss = functional_call(call, state, (b, batch_idx, r, hook), strict=True)
             return loss, dict(sink.sums)
 
-        previous = self.worker.fabric
+        previous = (self.worker.fabric, self.worker._trainer)
         self.worker.fabric = sink  # type: ignore[assignment]
+        self.worker.trainer = sink  # type: ignore[assignment]
         try:
             losses, logged = vmap(one, in_dims=(0, 0, _batch_dims(batch), 0), randomness="error")(
                 params, others, batch, received
@@ -444,7 +486,7 @@ class StackedRound:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         finally:
-            self.worker.fabric = previous
+            self.worker.fabric, self.worker.trainer = previous
         if losses.dim() != 1:
             raise UnvectorizableError(
                 f"training_step must return a scalar loss, got shape {tuple(losses.shape)}"
@@ -496,24 +538,20 @@ class StackedRound:
             for k, v in {**self.params, **self.others}.items():
                 targets[k].copy_(v[i])
 
-    def finish(self) -> list[Reply | ClientFailure]:
-        """Build every client's reply with the algorithm's ``client_message``, in order.
+    def finish(self) -> list[Outcome]:
+        """Hand every client back to the runtime: local evaluation and its reply, in order.
 
-        Runs the trainer's client callbacks around each client and local evaluation when the
-        trainer asks for it, as :meth:`FederatedTrainer.run_client` does.
+        Each client's end of the run happens under its own generator state, as it would at
+        the end of :meth:`~fedlightning.runtime.ClientRuntime.run`.
 
         Returns:
-            One reply (or failure) per client, in the order of the round's messages.
+            One outcome per client, in the order of the round's tasks.
         """
-        trainer = self.trainer
-        algorithm = trainer.algorithm
-        plan = trainer.plan
-        out: list[Reply | ClientFailure] = []
+        runtime = self.runtime
+        out: list[Outcome] = []
         for i, c in enumerate(self.clients):
             ctx = c.ctx
             try:
-                for callback in trainer.callbacks:
-                    callback.on_client_fit_start(trainer, self.round, ctx.client)
                 self.load_client(i, self.worker)
                 metrics = {
                     k: float(v[i]) / float(self._metric_counts[k][i])
@@ -523,17 +561,9 @@ class StackedRound:
                 metrics["steps"] = float(c.steps)
                 with torch.random.fork_rng(devices=[]):
                     torch.set_rng_state(c.rng_state)
-                    if plan.eval_local and trainer.is_eval_round(self.round):
-                        metrics.update(_local_eval(trainer, self.worker, ctx.client))
-                    message = algorithm.client_message(ctx, self.worker)
-                if algorithm.stateful_clients:
-                    trainer.client_states[ctx.client] = ctx.state
-                reply = Reply(ctx.client, message, ctx.num_samples, metrics)
-                for callback in trainer.callbacks:
-                    callback.on_client_fit_end(trainer, self.round, reply)
-                out.append(reply)
+                    out.append(runtime.finish(ctx, self.worker, metrics))
             except Exception as exc:  # a failing client never takes the run down
-                log.warning("round %d: client %d raised %r; dropped", self.round, ctx.client, exc)
+                log.warning("client %d raised %r; dropped", ctx.client, exc)
                 out.append(ClientFailure(ctx.client, f"{type(exc).__name__}: {exc}"))
         return out
 
@@ -543,21 +573,6 @@ def _tensors(module: nn.Module) -> dict[str, Tensor]:
     out: dict[str, Tensor] = dict(module.named_parameters())
     out.update(module.named_buffers())
     return out
-
-
-def _local_eval(
-    trainer: FederatedTrainer, module: LightningModule, client: int
-) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    local = trainer.evaluate(module, trainer.datamodule.test_loader())
-    if "acc" in local:
-        metrics["acc_local"] = local["acc"]
-    client_loader = trainer.datamodule.client_test_loader(client)
-    if client_loader is not None:
-        own = trainer.evaluate(module, client_loader)
-        if "acc" in own:
-            metrics["acc_client"] = own["acc"]
-    return metrics
 
 
 class VectorizedExecutor(Executor):
@@ -595,49 +610,55 @@ class VectorizedExecutor(Executor):
         self._disabled: str | None = None
         self._warned: set[str] = set()
 
+    @property
+    def disabled(self) -> str | None:
+        """Why every round of this fit runs sequentially, if one such reason is known."""
+        return self._disabled
+
     @override
-    def setup(self, trainer: FederatedTrainer) -> None:
-        self._worker = copy.deepcopy(trainer.global_model)
-        self._disabled = vectorizable(self._worker, trainer.algorithm, self.vmap_losses)
+    def setup(self, model: LightningModule, runtime: ClientRuntime) -> None:
+        self._worker = copy.deepcopy(model)
+        self._sequential.setup(model, runtime)
+        self._disabled = vectorizable(self._worker, runtime.hooks, self.vmap_losses)
+        self._disabled = self._disabled or _runtime_reason(runtime, self._worker)
         self.fallbacks = []
         self.seconds = []
 
     @override
-    def run(
-        self, trainer: FederatedTrainer, round: int, messages: dict[int, Message]
-    ) -> list[Reply | ClientFailure]:
+    def run(self, runtime: ClientRuntime, tasks: Sequence[ClientTask]) -> list[Outcome]:
         if self._worker is None:
-            self.setup(trainer)
-        assert self._worker is not None
+            raise RuntimeError("VectorizedExecutor.run before setup: the trainer calls setup")
         start = time.perf_counter()
+        round = tasks[0].round if tasks else 0
         if self._disabled is not None:
-            return self._fall_back(trainer, round, messages, self._disabled)
+            return self._fall_back(runtime, tasks, round, self._disabled)
         try:
-            stacked = StackedRound(trainer, self._worker, round, messages, self.vmap_losses)
+            stacked = StackedRound(runtime, self._worker, tasks, self.vmap_losses)
             stacked.train()
         except UnvectorizableError as exc:
             if "vmap" in str(exc):
                 self._disabled = str(exc)  # structural: it would fail the same way every round
-            return self._fall_back(trainer, round, messages, str(exc))
+            return self._fall_back(runtime, tasks, round, str(exc))
         except Exception as exc:  # e.g. one client's data fails: let sequential isolate it
             return self._fall_back(
-                trainer, round, messages, f"vectorized training raised {type(exc).__name__}: {exc}"
+                runtime, tasks, round, f"vectorized training raised {type(exc).__name__}: {exc}"
             )
         out = stacked.finish()
         self.seconds.append(time.perf_counter() - start)
         return out
 
     def _fall_back(
-        self, trainer: FederatedTrainer, round: int, messages: dict[int, Message], reason: str
-    ) -> list[Reply | ClientFailure]:
+        self, runtime: ClientRuntime, tasks: Sequence[ClientTask], round: int, reason: str
+    ) -> list[Outcome]:
         self.fallbacks.append((round, reason))
         if reason not in self._warned:
             self._warned.add(reason)
             log.warning("vectorized executor: round %d runs sequentially: %s", round, reason)
         else:
             log.debug("vectorized executor: round %d runs sequentially: %s", round, reason)
-        return self._sequential.run(trainer, round, messages)
+        return self._sequential.run(runtime, tasks)
 
     @override
     def teardown(self) -> None:
         self._worker = None
+        self._sequential.teardown()

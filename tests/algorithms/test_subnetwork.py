@@ -12,6 +12,7 @@ from fedlightning.algorithms.fedmorph import FedMorph
 from fedlightning.algorithms.subnetwork import WIDTHS_KEY
 from fedlightning.callbacks import Callback
 from fedlightning.datamodules import IID, FederatedDataModule
+from fedlightning.demos import BoringClassifier
 from fedlightning.messages import Message
 from fedlightning.models.masked import MaskedResNet8, kept_from_masks, slice_state
 
@@ -136,6 +137,8 @@ def test_sub_network_algorithms_need_a_masked_model() -> None:
     with pytest.raises(ValueError, match="masked=True"):
         fit(FedMorph(), tiny(masked=False))
     with pytest.raises(ValueError, match="MaskedClassifier"):
+        fit(FedDropout(), BoringClassifier(in_features=3 * 8 * 8))
+    with pytest.raises(ValueError, match="model must be a LightningModule, got Linear"):
         fit(FedDropout(), torch.nn.Linear(2, 2))  # type: ignore[arg-type]
 
 

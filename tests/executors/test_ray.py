@@ -11,26 +11,16 @@ import torch
 from fedlightning.algorithms import FedAvg, FedProx
 from fedlightning.demos import BoringClassifier
 from fedlightning.executors import resolve_executor
-from fedlightning.executors.ray import ClientWorker, RayExecutor, assign_clients
+from fedlightning.executors.ray import ClientWorker, RayExecutor, assign_clients, dump_runtime
 from fedlightning.models.autoencoders import ConvAutoencoder5
 from tests.executors.conftest import fit, image_datamodule, max_abs_diff
 
 ray = pytest.importorskip("ray")
 
 
-def _worker(
-    model: Any, dm: Any, trainer: Any, *, rounds: int, eval_every: int | None
-) -> ClientWorker:
-    """A pool worker in this process, set up as the trainer would set up its actors."""
-    return ClientWorker(
-        model,
-        dm,
-        seed=trainer.seed,
-        plan=trainer.plan,
-        rounds=rounds,
-        eval_every=eval_every,
-        torch_threads=None,
-    )
+def _worker(model: Any, dm: Any) -> ClientWorker:
+    """A pool worker in this process, set up as the executor sets up its actors."""
+    return ClientWorker(model, dm, torch_threads=None)
 
 
 def test_assign_clients_balances_by_load() -> None:
@@ -78,27 +68,28 @@ def test_client_worker_reports_a_failing_client() -> None:
             return super().configure_client(ctx, module)
 
     dm = image_datamodule()
-    trainer = fit(BoringClassifier(in_features=64), dm, "sequential", Boom(), rounds=1)
-    from fedlightning.executors.ray import _dump_algorithm
-
-    worker = _worker(BoringClassifier(in_features=64), dm, trainer, rounds=1, eval_every=1)
+    trainer = fit(
+        BoringClassifier(in_features=64), dm, "sequential", Boom(), rounds=1, max_failed_fraction=1
+    )
+    worker = _worker(BoringClassifier(in_features=64), dm)
     message = trainer.algorithm.server_message(1, 0)
-    out = worker.run(1, _dump_algorithm(trainer), [(0, message, {}), (1, message, {})])
+    tasks = [trainer.client_task(1, c, message) for c in (0, 1)]
+    out = worker.run(1, dump_runtime(trainer.client_runtime(1)), tasks)
     assert out[0][0] == "ok" and out[1] == ("failed", "RuntimeError: no memory")
 
 
 def test_client_worker_reply_equals_run_client() -> None:
     """An actor's code path, in process: the seed-000 autoencoder's reply is bit-exact."""
-    from fedlightning.executors.ray import _dump_algorithm
-
     dm = image_datamodule()
     torch.manual_seed(0)
     trainer = fit(ConvAutoencoder5(lr=1e-2), dm, "sequential", FedProx(mu=0.5), rounds=1)
     message = trainer.algorithm.server_message(2, 3)
     expected = trainer.run_client(2, 3, message)
-    worker = _worker(ConvAutoencoder5(lr=1e-2), dm, trainer, rounds=1, eval_every=1)
-    [(status, (reply, _, _, seconds))] = worker.run(2, _dump_algorithm(trainer), [(3, message, {})])
-    assert status == "ok" and seconds > 0
+    worker = _worker(ConvAutoencoder5(lr=1e-2), dm)
+    snapshot = dump_runtime(trainer.client_runtime(2))
+    [(status, trained)] = worker.run(2, snapshot, [trainer.client_task(2, 3, message)])
+    assert status == "ok" and trained.seconds > 0
+    reply = trained.reply
     assert reply.metrics == expected.metrics
     got, want = reply.message.decode(), expected.message.decode()
     assert all(torch.equal(got[k], want[k]) for k in want)
@@ -136,14 +127,66 @@ def test_client_worker_trains_with_the_rounds_plan() -> None:
     """``Algorithm.round_plan`` reaches the actors: the plan travels with each round."""
     import dataclasses
 
-    from fedlightning.executors.ray import _dump_algorithm
-
     dm = image_datamodule()
     trainer = fit(BoringClassifier(in_features=64), dm, "sequential", FedAvg(), rounds=1)
-    worker = _worker(BoringClassifier(in_features=64), dm, trainer, rounds=2, eval_every=None)
+    worker = _worker(BoringClassifier(in_features=64), dm)
     message = trainer.algorithm.server_message(2, 0)
-    two_steps = dataclasses.replace(trainer.plan, epochs=None, steps=2)
-    [(status, (reply, *_))] = worker.run(
-        2, _dump_algorithm(trainer), [(0, message, {})], plan=two_steps
+    runtime = trainer.client_runtime(2)
+    two_steps = runtime.with_plan(dataclasses.replace(runtime.plan, epochs=None, steps=2))
+    [(status, trained)] = worker.run(
+        2, dump_runtime(two_steps), [trainer.client_task(2, 0, message)]
     )
-    assert status == "ok" and reply.metrics["steps"] == 2
+    assert status == "ok" and trained.reply.metrics["steps"] == 2
+
+
+def test_snapshot_leaves_the_trainer_and_the_data_behind() -> None:
+    """What travels to a worker: the client hooks, never the trainer or the dataset."""
+    dm = image_datamodule(n=2000)
+    trainer = fit(BoringClassifier(in_features=64), dm, "sequential", FedAvg(), rounds=1)
+    blob = dump_runtime(trainer.client_runtime(1))
+    data_bytes = dm.client_data(0)[0].numel() * 4
+    assert len(blob) < data_bytes  # one client's images alone are larger than the snapshot
+    from fedlightning.executors.ray import load_runtime
+
+    runtime = load_runtime(blob, dm)
+    assert runtime.datamodule is dm
+    with pytest.raises(RuntimeError, match="not set up"):
+        _ = runtime.hooks.trainer
+
+
+class _DiesOnce(FedAvg):
+    """Kills its worker process the first time client 2 trains (a lost Ray worker)."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def configure_client(self, ctx: Any, module: Any) -> Any:
+        import os
+
+        if ctx.client == 2 and not os.path.exists(self.marker):
+            Path(self.marker).write_text("died")
+            os._exit(1)
+        return super().configure_client(ctx, module)
+
+
+def test_a_lost_worker_is_replaced_and_its_clients_train_in_the_same_round(
+    tmp_path: Path,
+) -> None:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        torch.manual_seed(0)
+        seq_model = BoringClassifier(in_features=64)
+        torch.manual_seed(0)
+        ray_model = BoringClassifier(in_features=64)
+        kwargs: dict[str, Any] = {"rounds": 2, "clients_per_round": 5}
+        seq = fit(seq_model, image_datamodule(), "sequential", FedAvg(), **kwargs)
+        executor = RayExecutor(num_workers=2)
+        marker = str(tmp_path / "died")
+        out = fit(ray_model, image_datamodule(), executor, _DiesOnce(marker), **kwargs)
+        assert Path(marker).exists()  # the worker did die
+        assert [r for r, _, _ in executor.replaced] == [1]
+        assert out.drops == [] and seq.drops == []
+        assert max_abs_diff(seq_model, ray_model) == 0.0
+    finally:
+        ray.shutdown()

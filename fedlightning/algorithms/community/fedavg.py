@@ -21,7 +21,7 @@ from fedlightning.messages import Message
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.trainer import FederatedTrainer, RoundPlan
+    from fedlightning.round import RoundPlan, RunHandle
 
 __all__ = ["CommunityFedAvg"]
 
@@ -93,7 +93,7 @@ class CommunityFedAvg(Algorithm):
 
     @override
     def setup(
-        self, trainer: FederatedTrainer, model: LightningModule, datamodule: FederatedDataModule
+        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
         super().setup(trainer, model, datamodule)
         if self.phase1 is not None and not self.states:

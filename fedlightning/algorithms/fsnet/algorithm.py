@@ -45,7 +45,7 @@ from fedlightning.messages import Message
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.trainer import FederatedTrainer
+    from fedlightning.round import RunHandle
 
 __all__ = ["FedFSNet"]
 
@@ -175,7 +175,7 @@ class FedFSNet(Algorithm):
 
     @override
     def setup(
-        self, trainer: FederatedTrainer, model: LightningModule, datamodule: FederatedDataModule
+        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
         super().setup(trainer, model, datamodule)
         num_classes = int(datamodule.num_classes)
@@ -292,7 +292,9 @@ class FedFSNet(Algorithm):
     def client_message(self, ctx: ClientContext, module: LightningModule) -> Message:
         """The weight update, plus this client's input mean and variance as extras."""
         message = super().client_message(ctx, module)
-        x, _ = self.trainer.datamodule.client_data(ctx.client)
+        if ctx.data is None:
+            raise ValueError("FedFSNet.client_message needs ctx.data, the client's datamodule")
+        x, _ = ctx.data.client_data(ctx.client)
         mean, variance = client_statistics(x, self.statistics)
         message.extras[MEAN] = mean
         message.extras[VARIANCE] = variance

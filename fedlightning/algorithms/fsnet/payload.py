@@ -16,7 +16,7 @@ from fedlightning.messages import SCALAR_BYTES
 
 if TYPE_CHECKING:
     from fedlightning.messages import Message
-    from fedlightning.trainer import FederatedTrainer
+    from fedlightning.round import RunHandle
 
 __all__ = ["PayloadBreakdown"]
 
@@ -40,13 +40,13 @@ class PayloadBreakdown(Callback):
         self.round_bytes: dict[str, int] = dict.fromkeys(self.total, 0)
 
     @override
-    def on_round_start(self, trainer: FederatedTrainer, round: int) -> None:
+    def on_round_start(self, trainer: RunHandle, round: int) -> None:
         self.round_bytes = dict.fromkeys(self.total, 0)
 
     @override
     def on_message(
         self,
-        trainer: FederatedTrainer,
+        trainer: RunHandle,
         round: int,
         client: int,
         direction: Direction,
@@ -62,7 +62,7 @@ class PayloadBreakdown(Callback):
             self.total[f"{direction}_{kind}"] += size
 
     @override
-    def on_round_end(self, trainer: FederatedTrainer, round: int) -> None:
+    def on_round_end(self, trainer: RunHandle, round: int) -> None:
         trainer.log_metrics({f"bytes_{k}": v for k, v in self.round_bytes.items()})
 
     def extras_share_down(self) -> float:
@@ -71,7 +71,7 @@ class PayloadBreakdown(Callback):
         return self.total["down_extras"] / weights if weights else 0.0
 
     @override
-    def on_results(self, trainer: FederatedTrainer, results: dict[str, Any]) -> None:
+    def on_results(self, trainer: RunHandle, results: dict[str, Any]) -> None:
         results["payload"] = dict(self.total)
         results["payload"]["extras_share_down"] = self.extras_share_down()
 
