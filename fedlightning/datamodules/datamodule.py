@@ -126,6 +126,71 @@ class FederatedDataModule:
         self._test_parts: list[NDArray[np.int64]] | None = None
         self._test_map: list[int] = []
 
+    @classmethod
+    def from_datamodule(
+        cls, dm: Any, *, partition: Partitioner, **kwargs: Any
+    ) -> FederatedDataModule:
+        """Wrap an ordinary Lightning ``LightningDataModule`` with a labelled train set.
+
+        The datamodule is prepared as Lightning would (``prepare_data()``, ``setup("fit")``)
+        and its train set is read once into in-memory tensors, which ``partition`` then splits
+        among the clients. A ``DataLoader`` over a map-style dataset is read in index order
+        (the samples its sampler can draw, each once), with the loader's ``collate_fn``,
+        whatever its shuffling: the same datamodule always gives the same tensors, hence the
+        same federated split for the same ``seed``. Iterable datasets and other iterables are
+        read once in their own order. The test set comes from ``test_dataloader()`` (after
+        ``setup("test")``) if the datamodule defines it, else from ``val_dataloader()`` if
+        defined, else there is none. Random transforms of the dataset are applied once, when
+        the data are read.
+
+        Args:
+            dm: A ``lightning.pytorch`` (or ``pytorch_lightning``) ``LightningDataModule``
+                whose loaders yield ``(input, label)`` batches with integer class-id labels
+                and inputs of one shape.
+            partition: How the training set is split among clients.
+            **kwargs: Forwarded to the constructor: ``batch_size`` (default: the train
+                loader's batch size, else 32), ``seed``, ``test`` (overrides the datamodule's
+                test set; ``test=None`` drops it), ``test_partition``, ``eval_batch_size``.
+
+        Returns:
+            A ``FederatedDataModule`` over the tensors; its ``dataset_name`` is the
+            datamodule's class name.
+
+        Raises:
+            ValueError: If ``dm`` is not a LightningDataModule instance, has no
+                ``train_dataloader``, or its batches are not ``(input, label)`` pairs with
+                integer labels; and on the constructor's bad settings.
+            TypeError: If ``dataset`` is passed (the datamodule is the dataset).
+
+        Example:
+            >>> import torch
+            >>> from lightning.pytorch import LightningDataModule
+            >>> from torch.utils.data import DataLoader, TensorDataset
+            >>> from fedlightning.datamodules import IID
+            >>> class Blobs(LightningDataModule):
+            ...     def setup(self, stage):
+            ...         self.data = TensorDataset(torch.randn(100, 8), torch.arange(100) % 3)
+            ...     def train_dataloader(self):
+            ...         return DataLoader(self.data, batch_size=10, shuffle=True)
+            >>> fdm = FederatedDataModule.from_datamodule(Blobs(), partition=IID(4), seed=0)
+            >>> fdm.num_clients, fdm.batch_size, fdm.num_samples(0), fdm.has_test
+            (4, 10, 25, False)
+        """
+        from fedlightning.datamodules.wrap import read_datamodule
+
+        if "dataset" in kwargs:
+            raise TypeError(
+                "from_datamodule() got an unexpected keyword argument 'dataset': the "
+                "datamodule's train set is the dataset"
+            )
+        data = read_datamodule(dm)
+        if "batch_size" not in kwargs and data.batch_size is not None:
+            kwargs["batch_size"] = data.batch_size
+        kwargs.setdefault("test", data.test)
+        wrapped = cls(data.train, partition=partition, **kwargs)
+        wrapped.dataset_name = type(dm).__name__
+        return wrapped
+
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
         """Load the tensors and partition them; later calls do nothing.
@@ -199,7 +264,7 @@ class FederatedDataModule:
     @property
     def num_classes(self) -> int:
         """Number of classes (10 for the named datasets; ``max(y) + 1`` for tensors)."""
-        if self.dataset_name in DATASETS:
+        if self._given is None and self.dataset_name in DATASETS:
             return DATASETS[self.dataset_name]
         self.setup()
         top = int(self._y.max()) if len(self._y) else -1
