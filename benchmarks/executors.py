@@ -11,15 +11,25 @@ Workloads:
   (:class:`~fedlightning.models.MNISTClassifier`), SGD lr 0.01, batch 60, 1 local epoch,
   10 clients per round.
 
-Prints one JSON line per workload: ``s_per_round`` for each executor and the plain loop,
-``ratio_to_plain`` (executor time / plain-loop time: below 1 is faster than the loop), the
-choice and probe timings of ``executor="auto"`` when it runs, the
-global models' largest difference from the sequential executor's, and for Ray the measured
-per-client seconds, its pool start-up time and a rounds-per-hour projection by worker count.
+The plain loop is ``benchmarks/plain_loop.py``, shared with ``benchmarks/overhead.py``: the
+same clients, batches, optimizer and aggregation as FedAvg on the trainer, so its global
+model equals the sequential executor's. Every contender (the plain loop included) first runs
+``--warmup-rounds`` untimed rounds; then each runs ``--rounds`` timed rounds per block, for
+``--blocks`` blocks, the order reversed every other block so that no contender always runs
+first. All run on the device of ``--accelerator``.
 
-    python benchmarks/executors.py --threads 1         # all workloads (~20 min on 2 busy cores)
+Prints one JSON line per workload: the ``device``, ``s_per_round`` for each executor and the
+plain loop (median over all timed rounds), ``ratio_to_plain`` (executor time / plain-loop
+time: below 1 is faster than the loop) and the same ratio within each block
+(``block_ratios_to_plain``: their spread is the machine's noise), the choice and probe
+timings of ``executor="auto"`` when it runs, the global models' largest difference from the
+sequential executor's (plain loop included), and for Ray the measured per-client seconds,
+its pool start-up time and a rounds-per-hour projection by worker count.
+
+    python benchmarks/executors.py --threads 1         # all workloads
     python benchmarks/executors.py --workloads phase2_flat --rounds 2
     python benchmarks/executors.py --quick             # small, for a smoke test
+    python benchmarks/executors.py --accelerator cuda --executors plain sequential vectorized
 
 The CPU may be shared; figures are medians over rounds, but still noisy.
 """
@@ -32,16 +42,22 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from plain_loop import (
+    ACCELERATORS,
+    LossFn,
+    SyncedRoundTimer,
+    classification_loss,
+    plain_fedavg,
+    reconstruction_loss,
+    resolve_device,
+)
 
 from fedlightning import FederatedTrainer
 from fedlightning.algorithms import FedAvg
-from fedlightning.callbacks import RoundTimer
 from fedlightning.datamodules import FederatedDataModule, SortedShards
 from fedlightning.datamodules.anomaly import AnomalyDataModule
 from fedlightning.executors import Executor, resolve_executor
@@ -51,85 +67,158 @@ from fedlightning.executors.vectorized import VectorizedExecutor
 from fedlightning.models import MNISTClassifier
 from fedlightning.models.autoencoders import ConvAutoencoder7, FlatAutoencoder
 
+CONTENDERS = ["plain", "sequential", "vectorized", "ray", "auto"]
 
-def plain_loop(
-    make_model: Callable[[], LightningModule],
-    dm: FederatedDataModule,
-    rounds: int,
-    clients_per_round: int,
-    seed: int,
-) -> list[float]:
-    """Hand-written FedAvg in plain PyTorch: the baseline every executor is compared with."""
-    torch.manual_seed(seed)
-    global_model = make_model()
-    local = make_model()
-    rng = np.random.default_rng(seed)
-    data = {c: dm.client_data(c) for c in dm.client_ids}
-    autoencoder = not isinstance(global_model, MNISTClassifier)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        chosen = sorted(
-            rng.choice(len(dm.client_ids), size=clients_per_round, replace=False).tolist()
+
+@dataclass(frozen=True)
+class Workload:
+    """A benchmark workload.
+
+    Attributes:
+        model: Builds the model (called after ``torch.manual_seed``).
+        loss: The model's ``training_step`` loss, for the plain loop.
+        clients_per_round: Clients per round.
+        rounds: Timed rounds per block by default.
+    """
+
+    model: Callable[[], LightningModule]
+    loss: LossFn
+    clients_per_round: int
+    rounds: int
+
+
+WORKLOADS: dict[str, Workload] = {
+    "phase2_conv": Workload(ConvAutoencoder7, reconstruction_loss, 90, 1),
+    "phase2_flat": Workload(FlatAutoencoder, reconstruction_loss, 90, 1),
+    "core": Workload(lambda: MNISTClassifier(lr=0.01), classification_loss, 10, 5),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What every contender of one workload runs with.
+
+    Attributes:
+        workload: The workload.
+        dm: Its datamodule (set up).
+        rounds: Timed rounds per block.
+        clients: Clients per round.
+        accelerator: The ``--accelerator`` value, handed to the trainer.
+        device: The device it means, for the plain loop.
+        ray_workers: Ray actors.
+    """
+
+    workload: Workload
+    dm: FederatedDataModule
+    rounds: int
+    clients: int
+    accelerator: str
+    device: torch.device
+    ray_workers: int
+
+
+@dataclass
+class Run:
+    """One fit of one contender.
+
+    Attributes:
+        times: Seconds of each round.
+        wall: Seconds of the whole fit (set-up and tear-down included).
+        model: The final global model.
+        executor: The trainer's executor (``None`` for the plain loop).
+    """
+
+    times: list[float]
+    wall: float
+    model: LightningModule
+    executor: Executor | None = None
+
+
+def make_executor(name: str, ray_workers: int) -> Executor:
+    """A fresh executor for one fit."""
+    if name == "vectorized":
+        return VectorizedExecutor()
+    if name == "ray":
+        return RayExecutor(
+            num_workers=ray_workers,
+            init_kwargs={"num_cpus": ray_workers, "include_dashboard": False},
         )
-        global_state = {k: v.clone() for k, v in global_model.state_dict().items()}
-        total = 0
-        acc: dict[str, torch.Tensor] = {}
-        for client in chosen:
-            x, y = data[int(client)]
-            local.load_state_dict(global_state)
-            opt = local.configure_optimizers()
-            assert isinstance(opt, torch.optim.Optimizer)
-            perm = torch.randperm(len(y))
-            for i in range(0, len(y), dm.batch_size):
-                idx = perm[i : i + dm.batch_size]
-                xb = x[idx]
-                out = local(xb)
-                loss = F.mse_loss(out, xb) if autoencoder else F.cross_entropy(out, y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            n = len(y)
-            total += n
-            for k, v in local.state_dict().items():
-                acc[k] = acc[k] + v * n if k in acc else v * n
-        global_model.load_state_dict({k: v / total for k, v in acc.items()})
-        times.append(time.perf_counter() - start)
-    return times
+    return resolve_executor(name)
 
 
-def run_executor(
-    make_model: Callable[[], LightningModule],
-    dm: FederatedDataModule,
-    executor: Executor,
-    rounds: int,
-    clients_per_round: int,
-    seed: int,
-) -> tuple[list[float], float, LightningModule]:
-    """FederatedTrainer on the workload: per-round seconds, fit wall time, final model."""
-    timer = RoundTimer()
+def run_plain(setting: Setting, rounds: int, seed: int) -> Run:
+    """The shared plain PyTorch FedAvg loop on the workload."""
+    start = time.perf_counter()
+    result = plain_fedavg(
+        setting.workload.model,
+        setting.dm,
+        rounds=rounds,
+        clients_per_round=setting.clients,
+        seed=seed,
+        loss_fn=setting.workload.loss,
+        device=setting.device,
+    )
+    return Run(result.times, time.perf_counter() - start, result.model)
+
+
+def run_executor(setting: Setting, executor: Executor, rounds: int, seed: int) -> Run:
+    """FederatedTrainer with FedAvg on the workload, through ``executor``."""
+    timer = SyncedRoundTimer(setting.device)
     trainer = FederatedTrainer(
         algorithm=FedAvg(),
         rounds=rounds,
-        clients_per_round=clients_per_round,
+        clients_per_round=setting.clients,
         local_epochs=1,
         seed=seed,
         callbacks=[timer],
         eval_every=None,
         progress_bar=False,
         executor=executor,
+        accelerator=setting.accelerator,
     )
     torch.manual_seed(seed)
-    model = make_model()
+    model = setting.workload.model()
     start = time.perf_counter()
-    trainer.fit(model, dm)
-    return timer.times, time.perf_counter() - start, model
+    trainer.fit(model, setting.dm)
+    return Run(timer.times, time.perf_counter() - start, model, executor)
+
+
+def run_contender(name: str, setting: Setting, rounds: int, seed: int) -> Run:
+    """One fit of the plain loop or of the trainer with executor ``name``."""
+    if name == "plain":
+        return run_plain(setting, rounds, seed)
+    return run_executor(setting, make_executor(name, setting.ray_workers), rounds, seed)
+
+
+def time_contenders(
+    setting: Setting, names: list[str], blocks: int, warmup_rounds: int
+) -> dict[str, list[Run]]:
+    """Warm every contender up, then time them block by block in alternating order.
+
+    Args:
+        setting: The workload's setting.
+        names: The contenders.
+        blocks: Timed fits per contender; block ``b`` uses seed ``b``.
+        warmup_rounds: Untimed rounds of each contender before the first block (0: none).
+
+    Returns:
+        Each contender's timed fits, one per block.
+    """
+    if warmup_rounds > 0:
+        for name in names:
+            run_contender(name, setting, warmup_rounds, seed=blocks)  # not timed
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    for block in range(blocks):
+        order = names if block % 2 == 0 else names[::-1]
+        for name in order:
+            runs[name].append(run_contender(name, setting, setting.rounds, seed=block))
+    return runs
 
 
 def max_diff(a: LightningModule, b: LightningModule) -> float:
     """Largest absolute difference between two models' states."""
     sa, sb = a.state_dict(), b.state_dict()
-    return max(float((sa[k] - sb[k]).abs().max()) for k in sa)
+    return max(float((sa[k].cpu() - sb[k].cpu()).abs().max()) for k in sa)
 
 
 def projection(
@@ -147,11 +236,90 @@ def projection(
     }
 
 
-WORKLOADS: dict[str, dict[str, Any]] = {
-    "phase2_conv": {"model": ConvAutoencoder7, "clients_per_round": 90, "rounds": 1},
-    "phase2_flat": {"model": FlatAutoencoder, "clients_per_round": 90, "rounds": 1},
-    "core": {"model": lambda: MNISTClassifier(lr=0.01), "clients_per_round": 10, "rounds": 5},
-}
+def ray_extras(runs: list[Run], s_per_round: float, setting: Setting) -> dict[str, object]:
+    """Per-client seconds, driver overhead, start-up and projection from the timed Ray fits."""
+    rounds = [
+        rnd
+        for run in runs
+        if isinstance(run.executor, RayExecutor)
+        for rnd in run.executor.client_seconds
+    ]
+    per_client = [s for rnd in rounds for s in rnd.values()]
+    # Balanced pool: the busiest worker holds about 1/w of the clients' seconds.
+    busiest = statistics.median(sum(rnd.values()) / setting.ray_workers for rnd in rounds)
+    overhead = max(0.0, s_per_round - busiest)
+    return {
+        "ray_client_s_mean": round(statistics.fmean(per_client), 4),
+        "ray_round_overhead_s": round(overhead, 4),
+        "ray_startup_s": round(statistics.median(r.wall - sum(r.times) for r in runs), 2),
+        "ray_rounds_per_hour_by_workers": projection(
+            per_client, overhead, setting.clients, [1, 2, 4, 8, 16, 32, 64]
+        ),
+    }
+
+
+def executor_extras(
+    runs: dict[str, list[Run]], seconds: dict[str, float], setting: Setting
+) -> dict[str, object]:
+    """What the auto, vectorized and Ray executors report about their timed fits."""
+    extra: dict[str, object] = {}
+    for run in runs.get("auto", [])[-1:]:
+        assert isinstance(run.executor, AutoExecutor)
+        extra["auto_choice"] = run.executor.choice
+        extra["auto_probe"] = {k: round(v, 4) for k, v in run.executor.timings.items()}
+    fallbacks = [
+        reason
+        for run in runs.get("vectorized", [])
+        if isinstance(run.executor, VectorizedExecutor)
+        for _, reason in run.executor.fallbacks
+    ]
+    if fallbacks:
+        extra["vectorized_fallbacks"] = fallbacks[:1]
+    if "ray" in runs:
+        extra.update(ray_extras(runs["ray"], seconds["ray"], setting))
+    return extra
+
+
+def block_ratios(runs: dict[str, list[Run]]) -> dict[str, list[float]]:
+    """Each contender's median round time over the plain loop's, block by block."""
+    plain = [statistics.median(r.times) for r in runs["plain"]]
+    return {
+        name: [round(statistics.median(r.times) / p, 3) for r, p in zip(fits, plain, strict=True)]
+        for name, fits in runs.items()
+        if name != "plain"
+    }
+
+
+def summarize(name: str, setting: Setting, runs: dict[str, list[Run]]) -> dict[str, object]:
+    """The JSON line of one workload."""
+    seconds = {k: statistics.median(t for r in fits for t in r.times) for k, fits in runs.items()}
+    out: dict[str, object] = {
+        "workload": name,
+        "device": str(setting.device),
+        "clients_per_round": setting.clients,
+        "rounds": setting.rounds,
+        "blocks": len(next(iter(runs.values()))),
+        "torch_threads": torch.get_num_threads(),
+        "s_per_round": {k: round(v, 3) for k, v in seconds.items()},
+    }
+    if "plain" in seconds:
+        out["ratio_to_plain"] = {
+            k: round(v / seconds["plain"], 3) for k, v in seconds.items() if k != "plain"
+        }
+        out["block_ratios_to_plain"] = block_ratios(runs)
+    if "sequential" in seconds:
+        out["speedup_vs_sequential"] = {
+            k: round(seconds["sequential"] / v, 3)
+            for k, v in seconds.items()
+            if k not in ("sequential", "plain")
+        }
+        # The last block: every contender ran it with the same seed.
+        ref = runs["sequential"][-1].model
+        out["max_abs_diff_vs_sequential"] = {
+            k: max_diff(ref, fits[-1].model) for k, fits in runs.items() if k != "sequential"
+        }
+    out.update(executor_extras(runs, seconds, setting))
+    return out
 
 
 def datamodule(name: str) -> FederatedDataModule:
@@ -168,78 +336,26 @@ def datamodule(name: str) -> FederatedDataModule:
     )
 
 
-def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Time one workload with every executor and the plain loop."""
-    spec = WORKLOADS[name]
-    make_model = spec["model"]
-    rounds = args.rounds if args.rounds is not None else spec["rounds"]
-    clients = spec["clients_per_round"]
+def bench(name: str, args: argparse.Namespace) -> dict[str, object]:
+    """Time one workload with every contender."""
+    workload = WORKLOADS[name]
+    rounds = args.rounds if args.rounds is not None else workload.rounds
+    clients = workload.clients_per_round
     if args.quick:
         rounds, clients = 1, min(clients, 10)
     dm = datamodule(name)
     dm.setup()
-    seconds: dict[str, float] = {}
-    models: dict[str, LightningModule] = {}
-    extra: dict[str, Any] = {}
-    for executor_name in args.executors:
-        if executor_name == "plain":
-            seconds["plain"] = statistics.median(plain_loop(make_model, dm, rounds, clients, 0))
-            continue
-        executor: Executor
-        if executor_name == "vectorized":
-            executor = VectorizedExecutor()
-        elif executor_name == "ray":
-            executor = RayExecutor(
-                num_workers=args.ray_workers,
-                init_kwargs={"num_cpus": args.ray_workers, "include_dashboard": False},
-            )
-        else:
-            executor = resolve_executor(executor_name)
-        times, wall, model = run_executor(make_model, dm, executor, rounds, clients, 0)
-        seconds[executor_name] = statistics.median(times)
-        models[executor_name] = model
-        if isinstance(executor, AutoExecutor):
-            extra["auto_choice"] = executor.choice
-            extra["auto_probe"] = {k: round(v, 4) for k, v in executor.timings.items()}
-        if isinstance(executor, VectorizedExecutor) and executor.fallbacks:
-            extra["vectorized_fallbacks"] = [r for _, r in executor.fallbacks][:1]
-        if isinstance(executor, RayExecutor):
-            per_client = [s for rnd in executor.client_seconds for s in rnd.values()]
-            # Balanced pool: the busiest worker holds about 1/w of the clients' seconds.
-            busiest = statistics.median(
-                sum(rnd.values()) / args.ray_workers for rnd in executor.client_seconds
-            )
-            overhead = max(0.0, seconds["ray"] - busiest)
-            extra["ray_client_s_mean"] = round(statistics.fmean(per_client), 4)
-            extra["ray_round_overhead_s"] = round(overhead, 4)
-            extra["ray_startup_s"] = round(wall - sum(times), 2)
-            extra["ray_rounds_per_hour_by_workers"] = projection(
-                per_client, overhead, clients, [1, 2, 4, 8, 16, 32, 64]
-            )
-    ref = models.get("sequential")
-    out: dict[str, Any] = {
-        "workload": name,
-        "clients_per_round": clients,
-        "rounds": rounds,
-        "torch_threads": torch.get_num_threads(),
-        "s_per_round": {k: round(v, 3) for k, v in seconds.items()},
-    }
-    if "plain" in seconds:
-        out["ratio_to_plain"] = {
-            k: round(v / seconds["plain"], 3) for k, v in seconds.items() if k != "plain"
-        }
-    if "sequential" in seconds:
-        out["speedup_vs_sequential"] = {
-            k: round(seconds["sequential"] / v, 3)
-            for k, v in seconds.items()
-            if k not in ("sequential", "plain")
-        }
-    if ref is not None:
-        out["max_abs_diff_vs_sequential"] = {
-            k: max_diff(ref, m) for k, m in models.items() if k != "sequential"
-        }
-    out.update(extra)
-    return out
+    setting = Setting(
+        workload=workload,
+        dm=dm,
+        rounds=rounds,
+        clients=clients,
+        accelerator=args.accelerator,
+        device=resolve_device(args.accelerator),
+        ray_workers=args.ray_workers,
+    )
+    runs = time_contenders(setting, list(args.executors), args.blocks, args.warmup_rounds)
+    return summarize(name, setting, runs)
 
 
 def main() -> None:
@@ -250,12 +366,16 @@ def main() -> None:
         "--executors",
         nargs="+",
         default=["plain", "sequential", "vectorized", "ray"],
-        choices=["plain", "sequential", "vectorized", "ray", "auto"],
+        choices=CONTENDERS,
+        help="contenders, in block 0's order",
     )
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per executor")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per block")
+    parser.add_argument("--blocks", type=int, default=2, help="timed fits per contender")
+    parser.add_argument("--warmup-rounds", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--accelerator", default="cpu", choices=ACCELERATORS)
     parser.add_argument("--ray-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--quick", action="store_true", help="10 clients, 1 round")
+    parser.add_argument("--quick", action="store_true", help="10 clients, 1 round per block")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
