@@ -14,7 +14,7 @@ from lightning.pytorch import LightningModule
 
 from fedlightning import FederatedTrainer
 from fedlightning.algorithms import ClientContext, FedAvg, FedProx, weighted_average
-from fedlightning.callbacks import CommCost
+from fedlightning.callbacks import Callback, CommCost
 from fedlightning.datamodules import IID, FederatedDataModule
 from fedlightning.demos import BoringClassifier, blobs, demo_datamodule
 from fedlightning.messages import Message
@@ -292,6 +292,12 @@ def test_user_subclass_overriding_one_hook_changes_only_that_step() -> None:
         ({"eval_every": 0}, "eval_every"),
         ({"checkpoint_every": 1}, "output_dir"),
         ({"executor": "warp"}, "executor"),
+        ({"accelerator": "tpu"}, r"accelerator must be one of .* got accelerator='tpu'"),
+        ({"precision": "8-true"}, r"precision must be one of .* got precision='8-true'"),
+        ({"devices": 2}, r"devices must be one device .* got devices=2"),
+        ({"gradient_clip_val": -0.5}, "gradient_clip_val=-0.5"),
+        ({"accumulate_grad_batches": 0}, "accumulate_grad_batches=0"),
+        ({"max_failed_fraction": 1.5}, r"max_failed_fraction must be a number in \[0, 1\]"),
     ],
 )
 def test_bad_settings_are_rejected(kwargs: dict[str, Any], match: str) -> None:
@@ -372,3 +378,76 @@ def test_round_plan_hook_sets_each_rounds_local_work() -> None:
     # The configured plan is what each round starts from, and what is logged.
     assert trainer.configured_plan.epochs == 1 and trainer.configured_plan.steps is None
     assert trainer.plan.steps == 3
+
+
+class _RoundLog(Callback):
+    def __init__(self) -> None:
+        self.rounds: list[int] = []
+
+    def on_round_start(self, trainer: Any, round: int) -> None:
+        self.rounds.append(round)
+
+
+def test_lightning_objects_where_fedlightning_ones_belong_get_a_pointed_error() -> None:
+    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    with pytest.raises(ValueError, match=r"Lightning callback EarlyStopping.*subclass it"):
+        FederatedTrainer(callbacks=[EarlyStopping(monitor="loss")])  # type: ignore[list-item]
+
+    class MyData(LightningDataModule):
+        pass
+
+    trainer = FederatedTrainer(progress_bar=False)
+    with pytest.raises(ValueError, match=r"FederatedDataModule.from_datamodule\(dm, partition="):
+        trainer.fit(BoringClassifier(), MyData())  # type: ignore[arg-type]
+
+
+def test_manual_optimization_is_refused_before_round_one() -> None:
+    model = BoringClassifier()
+    model.automatic_optimization = False
+    rounds = _RoundLog()
+    trainer = FederatedTrainer(callbacks=[rounds], progress_bar=False)
+    with pytest.raises(ValueError, match=r"automatic_optimization=False"):
+        trainer.fit(model, demo_datamodule(num_clients=2))
+    assert rounds.rounds == []
+
+
+def _fit_precision(precision: str, rounds: int = 3) -> tuple[FederatedTrainer, BoringClassifier]:
+    torch.manual_seed(0)
+    model = BoringClassifier()
+    trainer = _fit(
+        model,
+        demo_datamodule(num_clients=4),
+        rounds=rounds,
+        clients_per_round=2,
+        accelerator="cpu",
+        precision=precision,
+    )
+    return trainer, model
+
+
+def test_mixed_precision_trains_without_changing_the_bytes() -> None:
+    """bf16 autocast changes the maths, never what crosses the wire (the codec's dtype)."""
+    full, full_model = _fit_precision("32-true")
+    mixed, mixed_model = _fit_precision("bf16-mixed")
+    assert all(p.dtype == torch.float32 for p in mixed_model.parameters())
+    for key in ("bytes_up", "bytes_down", "bytes_total"):
+        assert [h[key] for h in full.history] == [h[key] for h in mixed.history]
+    assert full.config["precision"] == "32-true" and mixed.config["precision"] == "bf16-mixed"
+    assert abs(full.history[-1]["acc_global"] - mixed.history[-1]["acc_global"]) < 0.1
+    # bf16 rounding moves the weights: mixed precision really ran
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(
+            full_model.state_dict().values(), mixed_model.state_dict().values(), strict=True
+        )
+    )
+
+
+def test_double_precision_trains_in_float64_and_sends_float64() -> None:
+    full, _ = _fit_precision("32-true", rounds=1)
+    double, model = _fit_precision("64-true", rounds=1)
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    scalars = 2 * 8  # two clients' sample counts, 8 bytes each, whatever the precision
+    assert double.history[-1]["bytes_up"] - scalars == 2 * (full.history[-1]["bytes_up"] - scalars)
