@@ -101,6 +101,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--accelerator",
+        default="cpu",
+        help="where clients train: auto, cpu, cuda, gpu or mps (lightning.Trainer's names)",
+    )
+    p.add_argument(
+        "--precision",
+        default="32-true",
+        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
+    )
+    p.add_argument(
         "--train-subset",
         type=int,
         default=None,
@@ -195,6 +205,8 @@ def run_federation(
 
         loggers = wandb_logger("fedlightning-anomaly", save_dir=args.output_dir, name=name)
     trainer = FederatedTrainer(
+        accelerator=args.accelerator,
+        precision=args.precision,
         algorithm=algorithm,
         rounds=args.rounds,
         local_epochs=args.epochs_first,

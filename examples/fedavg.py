@@ -58,6 +58,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--no-eval-local", action="store_true", help="skip acc_local")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--accelerator",
+        default="auto",
+        help="where clients train: auto, cpu, cuda, gpu or mps (lightning.Trainer's names)",
+    )
+    p.add_argument(
+        "--precision",
+        default="32-true",
+        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
+    )
     p.add_argument("--logger", default="wandb", choices=["wandb", "csv", "none"])
     p.add_argument("--output-dir", required=True)
     return p.parse_args(argv)
@@ -113,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         CIFARClassifier(lr=args.lr) if args.dataset == "cifar10" else MNISTClassifier(lr=args.lr)
     )
     trainer = FederatedTrainer(
+        accelerator=args.accelerator,
+        precision=args.precision,
         algorithm=make_algorithm(args),
         rounds=args.rounds,
         clients_per_round=args.clients_per_round,

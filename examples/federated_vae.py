@@ -103,6 +103,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--quick", action="store_true", help=f"small check run: {QUICK}")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--accelerator",
+        default="cpu",
+        help="where clients train: auto, cpu, cuda, gpu or mps (lightning.Trainer's names)",
+    )
+    p.add_argument(
+        "--precision",
+        default="32-true",
+        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
+    )
     p.add_argument("--latent-dim", type=int, default=200)
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (notebook: 1 in effect)")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -403,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     logger = make_logger(args.logger, output_dir, "federated")
     trainer = FederatedTrainer(
+        accelerator=args.accelerator,
+        precision=args.precision,
         algorithm=FedAvg(),
         rounds=args.rounds,
         local_epochs=args.local_epochs,

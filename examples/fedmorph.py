@@ -166,6 +166,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--seed", type=int, default=12345)
+    p.add_argument(
+        "--accelerator",
+        default="cpu",
+        help="where clients train: auto, cpu, cuda, gpu or mps (lightning.Trainer's names)",
+    )
+    p.add_argument(
+        "--precision",
+        default="32-true",
+        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--output-dir", default="runs/fedmorph")
@@ -299,6 +309,8 @@ def run_method(
     sub = isinstance(algorithm, SubNetworkAlgorithm)
     model = make_model(args, masked=sub)
     trainer = FederatedTrainer(
+        accelerator=args.accelerator,
+        precision=args.precision,
         algorithm=algorithm,
         rounds=args.rounds,
         clients_per_round=args.clients_per_round,

@@ -103,6 +103,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-every", type=int, default=1, help="rounds between evaluations")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--accelerator",
+        default="cpu",
+        help="where clients train: auto, cpu, cuda, gpu or mps (lightning.Trainer's names)",
+    )
+    p.add_argument(
+        "--precision",
+        default="32-true",
+        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--logger", default="wandb", choices=["wandb", "none"])
     p.add_argument("--quick", action="store_true", help=f"small run: {QUICK}")
@@ -200,6 +210,8 @@ def run_method(
     dm.setup()
     payload = PayloadBreakdown()
     trainer = FederatedTrainer(
+        accelerator=args.accelerator,
+        precision=args.precision,
         algorithm=make_algorithm(method, args),
         rounds=args.rounds,
         fraction=args.fraction,

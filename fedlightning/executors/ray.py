@@ -118,9 +118,23 @@ def dump_runtime(runtime: ClientRuntime) -> bytes:
     return buffer.getvalue()
 
 
+class NoTrainer:
+    """What ``Algorithm.trainer`` is on a Ray worker: every use says what to read instead."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RuntimeError(
+            f"a client hook read self.trainer.{name} on a Ray worker, where there is no trainer: "
+            "client hooks read their ClientContext instead (ctx.data is the datamodule, "
+            "ctx.seed the client's seed, ctx.round, ctx.state); server hooks may use "
+            "self.trainer"
+        )
+
+
 def load_runtime(data: bytes, datamodule: FederatedDataModule) -> ClientRuntime:
     """Restore :func:`dump_runtime`'s snapshot onto a worker's own datamodule."""
-    objects = {"datamodule": datamodule, "trainer": None}
+    objects = {"datamodule": datamodule, "trainer": NoTrainer()}
     runtime = _RuntimeUnpickler(io.BytesIO(data), objects).load()
     if not isinstance(runtime, ClientRuntime):
         raise TypeError(f"expected a ClientRuntime snapshot, got {type(runtime).__name__}")

@@ -150,8 +150,8 @@ def test_snapshot_leaves_the_trainer_and_the_data_behind() -> None:
 
     runtime = load_runtime(blob, dm)
     assert runtime.datamodule is dm
-    with pytest.raises(RuntimeError, match="not set up"):
-        _ = runtime.hooks.trainer
+    with pytest.raises(RuntimeError, match=r"self.trainer.datamodule on a Ray worker.*ctx.data"):
+        _ = runtime.hooks.trainer.datamodule
 
 
 class _DiesOnce(FedAvg):
@@ -190,3 +190,26 @@ def test_a_lost_worker_is_replaced_and_its_clients_train_in_the_same_round(
         assert max_abs_diff(seq_model, ray_model) == 0.0
     finally:
         ray.shutdown()
+
+
+def test_gpus_per_worker_without_a_cuda_run_is_refused_before_round_one() -> None:
+    from fedlightning import FederatedTrainer
+    from fedlightning.callbacks import Callback
+
+    started: list[int] = []
+
+    class Rounds(Callback):
+        def on_round_start(self, trainer: Any, round: int) -> None:
+            started.append(round)
+
+    trainer = FederatedTrainer(
+        executor=RayExecutor(num_gpus_per_worker=0.5),
+        accelerator="cpu",
+        callbacks=[Rounds()],
+        progress_bar=False,
+    )
+    with pytest.raises(ValueError, match=r"num_gpus_per_worker=0.5 needs the run on CUDA"):
+        trainer.fit(BoringClassifier(in_features=64), image_datamodule())
+    assert started == []
+    with pytest.raises(ValueError, match=r"num_gpus_per_worker must be a number >= 0"):
+        RayExecutor(num_gpus_per_worker=-1)
