@@ -67,7 +67,7 @@ class FedPruned(SubNetworkAlgorithm):
         with torch.no_grad():
             for group, v in self.model.mask_logits.items():
                 v.fill_(-1.0)
-                v[self.fixed[group]] = 1.0
+                v[self.fixed[group].to(v.device)] = 1.0
 
     @override
     def kept(self, round: int, client: int) -> Kept:

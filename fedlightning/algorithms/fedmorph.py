@@ -27,6 +27,7 @@ from fedlightning.algorithms.base import ClientContext
 from fedlightning.algorithms.functional import proximal_term
 from fedlightning.algorithms.subnetwork import SubNetworkAlgorithm
 from fedlightning.codecs import Codec
+from fedlightning.models.follow import to_module
 from fedlightning.models.masked.base import MaskedClassifier
 from fedlightning.models.masked.functional import js_divergence
 from fedlightning.models.masked.morph import (
@@ -74,9 +75,16 @@ def distill(
     exactly the sub-network its masks keep, and the mask logits learn through a sigmoid
     surrogate gradient. Mask logits get no weight decay.
 
+    The distillation runs where the student lives: ``inputs`` are moved to its device and
+    floating dtype, and the teacher must be there too (:func:`~fedlightning.models.masked.cut`
+    puts it there). Batch order and mask noise come from ``generator`` (a CPU generator
+    gives the same draws on every device); there is no autocast: with a mixed-precision
+    trainer the student's parameters, and so the distillation, are float32.
+
     Args:
         student: The server's masked network (trained in place).
-        teacher: The aggregated sub-network (evaluation mode, frozen).
+        teacher: The aggregated sub-network (evaluation mode, frozen), on the student's
+            device and in its dtype.
         inputs: Unlabeled images ``(N, C, H, W)``.
         epochs: Passes over ``inputs``, >= 1.
         batch_size: Images per step, >= 1.
@@ -120,6 +128,7 @@ def distill(
         raise ValueError(
             f"inputs must be a non-empty (N, C, H, W) tensor, got {tuple(inputs.shape)}"
         )
+    inputs = to_module(inputs, student)
     optimizer = torch.optim.SGD(
         [
             {"params": student.weight_parameters(), "weight_decay": weight_decay},
@@ -141,7 +150,7 @@ def distill(
     try:
         for _ in range(epochs):
             js_sum, js_count = 0.0, 0
-            order = torch.randperm(inputs.shape[0], generator=generator)
+            order = torch.randperm(inputs.shape[0], generator=generator).to(inputs.device)
             for start in range(0, inputs.shape[0], batch_size):
                 x = inputs[order[start : start + batch_size]]
                 with torch.no_grad():
@@ -174,9 +183,10 @@ def recalibrate_batchnorm(model: MaskedClassifier, inputs: Tensor, batch_size: i
 
     Args:
         model: The masked network (its running statistics are replaced in place).
-        inputs: Images ``(N, C, H, W)``.
+        inputs: Images ``(N, C, H, W)``; moved to the model's device and floating dtype.
         batch_size: Images per forward pass.
     """
+    inputs = to_module(inputs, model)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
@@ -231,6 +241,12 @@ class FedMorph(SubNetworkAlgorithm):
 
     Raises:
         ValueError: For a setting outside what is allowed; the message names it.
+
+    Placement: the distillation images are moved once, in :meth:`setup`, to the global
+    model's device and floating dtype, and the teacher is cut there, so distillation runs
+    where the trainer put the model (float32 under mixed precision, without autocast;
+    bfloat16, optimizer included, under ``precision="bf16-true"``). Batch order and mask
+    noise come from a CPU generator, so a GPU run draws what a CPU run draws.
 
     Example:
         >>> from fedlightning.codecs import TopK
@@ -326,12 +342,22 @@ class FedMorph(SubNetworkAlgorithm):
             inputs = torch.cat([batch[0] for batch in datamodule.test_loader()])
         if self.distill_samples is not None and self.distill_samples < inputs.shape[0]:
             gen = torch.Generator().manual_seed(trainer.seed_for(0, _STREAM_SUBSET))
-            inputs = inputs[torch.randperm(inputs.shape[0], generator=gen)[: self.distill_samples]]
-        self._inputs = inputs
+            subset = torch.randperm(inputs.shape[0], generator=gen)[: self.distill_samples]
+            inputs = inputs[subset.to(inputs.device)]
+        # Server-side data follows the global model (already placed by the trainer): its
+        # device and floating dtype, so distillation works on a GPU and in float64.
+        self._inputs = to_module(inputs, model)
         if not self.layer_history:  # a fresh run, not one resumed from a checkpoint
             if self.init_keep_ratio is not None:
                 shift_masks_to_keep(self.model, self.init_keep_ratio)
             self._record_layers(0)
+
+    @property
+    def distill_inputs(self) -> Tensor:
+        """The unlabeled images distillation runs on, where the global model is (after setup)."""
+        if self._inputs is None:
+            raise RuntimeError(f"{type(self).__name__} is not set up: call trainer.fit first")
+        return self._inputs
 
     @override
     def kept(self, round: int, client: int) -> Kept:
@@ -352,13 +378,12 @@ class FedMorph(SubNetworkAlgorithm):
         """Every ``distill_every`` rounds: distil the aggregated sub-network, re-morph."""
         if round % self.distill_every != 0:
             return
-        assert self._inputs is not None
         teacher = cut(self.model, self.kept_for(round, -1))
         gen = torch.Generator().manual_seed(self.trainer.seed_for(round, _STREAM_DISTILL))
         metrics = distill(
             self.model,
             teacher,
-            self._inputs,
+            self.distill_inputs,
             epochs=self.distill_epochs,
             batch_size=self.distill_batch_size,
             lr=self.distill_lr,

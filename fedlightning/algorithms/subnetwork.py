@@ -58,6 +58,10 @@ class SubNetworkAlgorithm(Algorithm, ABC):
     network are logged as ``params_ratio`` and ``flops_ratio`` (means over the round's
     clients) and kept in :attr:`size_history`.
 
+    Kept channel indices may live on the CPU (random choices from a CPU generator) or on the
+    model's device (read from its masks); slicing and aggregation move them to the tensors
+    they index, so the server network stays where the trainer placed it.
+
     Args:
         uplink: Codec for client updates (e.g. ``TopK(0.1)``).
         downlink: Codec for the sub-network weights.
@@ -165,7 +169,7 @@ class SubNetworkAlgorithm(Algorithm, ABC):
                 if key not in sums:
                     sums[key] = torch.zeros_like(target, dtype=torch.float64)
                     weights[key] = torch.zeros_like(target, dtype=torch.float64)
-                index = _index(cmap.get(key, ()), kept, target.ndim)
+                index = _index(cmap.get(key, ()), kept, target)
                 sums[key][index] += w * delta.to(torch.float64)
                 weights[key][index] += w
         with torch.no_grad():
@@ -215,17 +219,17 @@ class SubNetworkAlgorithm(Algorithm, ABC):
         self.size_history = [dict(h) for h in state.get("size_history", [])]
 
 
-def _index(dims: tuple[tuple[int, str], ...], kept: Kept, ndim: int) -> tuple[Any, ...]:
-    """Advanced index selecting the kept channels along ``dims`` of an ``ndim`` tensor."""
+def _index(dims: tuple[tuple[int, str], ...], kept: Kept, target: Tensor) -> tuple[Any, ...]:
+    """Advanced index selecting the kept channels along ``dims`` of ``target``, on its device."""
     if not dims:
         return (Ellipsis,)
-    index: list[Any] = [slice(None)] * ndim
+    index: list[Any] = [slice(None)] * target.ndim
     sliced = sorted(dims)
     if len(sliced) == 1:
         dim, group = sliced[0]
-        index[dim] = kept[group]
+        index[dim] = kept[group].to(target.device)
         return tuple(index)
     (d0, g0), (d1, g1) = sliced[0], sliced[1]
-    index[d0] = kept[g0].reshape(-1, 1)
-    index[d1] = kept[g1].reshape(1, -1)
+    index[d0] = kept[g0].to(target.device).reshape(-1, 1)
+    index[d1] = kept[g1].to(target.device).reshape(1, -1)
     return tuple(index)

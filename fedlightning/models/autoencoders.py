@@ -30,6 +30,8 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from fedlightning.models.follow import to_module
+
 __all__ = [
     "ConvAutoencoder5",
     "ConvAutoencoder7",
@@ -109,17 +111,18 @@ class ReconstructionAutoencoder(LightningModule):
         """Euclidean distance between each sample and its reconstruction (higher = outlier).
 
         Args:
-            x: Inputs of shape ``(N, C, H, W)``.
+            x: Inputs of shape ``(N, C, H, W)``, moved to the model's device and floating
+                dtype (a community model of a float64 or GPU run scores CPU data).
             batch_size: Samples per forward pass.
 
         Returns:
-            Scores of shape ``(N,)``, on the CPU.
+            Scores of shape ``(N,)``, on the CPU, in the model's floating dtype.
         """
         was_training = self.training
         self.eval()
         scores = [
             reconstruction_distance(chunk, self(chunk)).cpu()
-            for chunk in x.to(self.device).split(batch_size)
+            for chunk in to_module(x, self).split(batch_size)
         ]
         self.train(was_training)
         return torch.cat(scores) if scores else torch.empty(0)

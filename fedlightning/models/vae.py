@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from fedlightning.models.follow import draw_device, module_device, module_dtype
+
 __all__ = ["ConvVAE", "VAELoss", "gaussian_kl", "vae_loss"]
 
 
@@ -224,13 +226,16 @@ class ConvVAE(LightningModule):
 
         Args:
             x: Images, shape ``(N, *input_shape)``.
-            generator: Source of eps (default: torch's global generator).
+            generator: Source of eps (default: torch's global generator); it draws on its
+                own device and eps is moved to ``mu``'s.
 
         Returns:
             ``(reconstruction, mu, logvar)``.
         """
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        eps = torch.randn(
+            mu.shape, generator=generator, dtype=mu.dtype, device=draw_device(generator, mu.device)
+        ).to(mu.device)
         z = mu + eps * torch.exp(0.5 * logvar)
         return self.decode(z), mu, logvar
 
@@ -245,7 +250,8 @@ class ConvVAE(LightningModule):
 
         Args:
             n: Number of samples, >= 1.
-            generator: Source of z (default: torch's global generator).
+            generator: Source of z (default: torch's global generator); it draws on its own
+                device, then z is moved to the model's device and floating dtype.
 
         Returns:
             Images in [0, 1] of shape ``(n, *input_shape)``.
@@ -256,7 +262,13 @@ class ConvVAE(LightningModule):
         _check_int("n", n, 1)
         was_training = self.training
         self.eval()
-        z = torch.randn((n, self.latent_dim), generator=generator, device=self.device)
+        device = module_device(self)
+        z = torch.randn(
+            (n, self.latent_dim),
+            generator=generator,
+            device=draw_device(generator, device),
+            dtype=module_dtype(self),
+        ).to(device)
         out = self.decode(z)
         self.train(was_training)
         return out

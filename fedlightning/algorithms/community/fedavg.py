@@ -18,6 +18,7 @@ from fedlightning.algorithms.community.phase1 import GroupIdentification, Phase1
 from fedlightning.algorithms.functional import weighted_average
 from fedlightning.codecs import Codec
 from fedlightning.messages import Message
+from fedlightning.models.follow import module_device
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
@@ -50,6 +51,13 @@ class CommunityFedAvg(Algorithm):
     Raises:
         ValueError: If neither or both of ``communities`` and ``phase1`` are given, or an
             epoch count is < 1.
+
+    Placement: the community models start as copies of the placed global model, so they
+    live on its device and in its floating dtype (``float64`` under ``precision="64-true"``),
+    and :meth:`community_model` returns modules there; their ``anomaly_score`` takes CPU
+    data. Phase I does not follow the trainer's accelerator and precision: its detectors
+    are separate models, trained and exchanged on the CPU in float32 (their message bytes
+    are float32 bytes).
 
     Example:
         >>> algo = CommunityFedAvg(phase1=GroupIdentification(method="fastgreedy"))
@@ -153,7 +161,12 @@ class CommunityFedAvg(Algorithm):
     @override
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.communities = [list(g) for g in state["communities"]]
-        self.states = [dict(s) for s in state["states"]]
+        # Checkpoints load on the CPU; the community models live where the global model is.
+        device = module_device(self.global_model) if self._global_model is not None else None
+        self.states = [
+            {k: v.to(device) if device is not None else v for k, v in s.items()}
+            for s in state["states"]
+        ]
         self.membership = community_labels(
             self.communities, len(self.membership) or sum(len(g) for g in self.communities)
         ).tolist()

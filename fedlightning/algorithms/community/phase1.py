@@ -80,7 +80,7 @@ def inlier_ratio_matrix(detectors: Sequence[Detector], data: Sequence[Tensor]) -
     counts = torch.tensor(sizes, dtype=torch.float64)
     out = np.empty((len(detectors), len(data)))
     for j, detector in enumerate(detectors):
-        mask = detector.inlier_mask(everything).to(torch.float64)
+        mask = detector.inlier_mask(everything).to("cpu", torch.float64)
         per_client = torch.zeros(len(data), dtype=torch.float64).index_add_(0, owner, mask)
         out[j] = (per_client / counts).numpy()
     return out

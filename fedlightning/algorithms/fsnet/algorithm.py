@@ -42,6 +42,7 @@ from fedlightning.algorithms.fsnet.hidden import HiddenModel, MixturePrior, trai
 from fedlightning.algorithms.fsnet.schedules import BetaSchedule, StepDecay
 from fedlightning.codecs import Codec
 from fedlightning.messages import Message
+from fedlightning.models.follow import follow_module, module_device, to_module
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
@@ -89,6 +90,13 @@ class FedFSNet(Algorithm):
 
     Raises:
         ValueError: If a setting is out of range.
+
+    Placement: the hidden model H lives where the trainer put the global model (its device
+    and floating dtype; float32 under mixed precision, where server-side work runs without
+    autocast) and is trained there; the mixture draws and S come from a CPU generator and
+    are moved, so a GPU run draws the numbers a CPU run draws. D' travels as float32 images
+    whatever the precision, as the datasets' images do; clients convert it to their module's
+    device and dtype. Under ``precision="bf16-true"`` H and its Adam optimizer are bfloat16.
 
     Example:
         >>> from fedlightning.algorithms.fsnet import ConstantBeta
@@ -191,7 +199,10 @@ class FedFSNet(Algorithm):
         generator_seed = trainer.seed_for(0, _STREAM_HIDDEN)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(generator_seed)
-            self._hidden = self.make_hidden_model(self.num_classes, self.input_shape)
+            hidden = self.make_hidden_model(self.num_classes, self.input_shape)
+        # Built on the CPU (the same initial weights everywhere), then where the global model
+        # is: its device and floating dtype.
+        self._hidden = follow_module(hidden, model)
         self._optimizer = torch.optim.Adam(self._hidden.parameters(), lr=self.hidden_lr)
         self.client_stats = {}
         self.synthetic = None
@@ -227,9 +238,11 @@ class FedFSNet(Algorithm):
         if not self.client_stats:
             raise RuntimeError("no client statistics received yet")
         clients = sorted(self.client_stats)
+        # On the CPU, where the hidden model's generator draws (results identical on every
+        # device); train_hidden_model moves each draw to the hidden model.
         return MixturePrior(
-            means=torch.stack([self.client_stats[c][0] for c in clients]),
-            variances=torch.stack([self.client_stats[c][1] for c in clients]),
+            means=torch.stack([self.client_stats[c][0].cpu() for c in clients]),
+            variances=torch.stack([self.client_stats[c][1].cpu() for c in clients]),
             num_samples=torch.tensor([self.client_stats[c][2] for c in clients]),
             weights=self.mixture_weights,
         )
@@ -261,8 +274,11 @@ class FedFSNet(Algorithm):
             )
             hidden.eval()
             with torch.no_grad():
-                synthetic = hidden(s).detach().to(torch.float32).contiguous()
-                agreement = float((model(synthetic).argmax(dim=1) == classes).float().mean())
+                # D' travels as float32 images, whatever the precision (as the datasets'
+                # images do); it stays on the global model's device.
+                synthetic = hidden(to_module(s, hidden)).detach().to(torch.float32).contiguous()
+                predicted = model(to_module(synthetic, model)).argmax(dim=1).cpu()
+                agreement = float((predicted == classes).float().mean())
         finally:
             model.train(was_training)
         self.synthetic, self.synthetic_classes = synthetic, classes
@@ -285,7 +301,7 @@ class FedFSNet(Algorithm):
         beta = ctx.message.scalars.get(BETA, 0.0)
         if synthetic is None or beta == 0.0:
             return loss
-        logits = module(synthetic.to(module.device))
+        logits = module(to_module(synthetic, module))
         return loss + beta * kl_uniform(logits)
 
     @override
@@ -317,7 +333,10 @@ class FedFSNet(Algorithm):
         if self._optimizer is not None and state.get("optimizer") is not None:
             self._optimizer.load_state_dict(state["optimizer"])
         self.client_stats = dict(state["client_stats"])
-        self.synthetic = state["synthetic"]
+        synthetic = state["synthetic"]
+        if synthetic is not None:  # checkpoints load on the CPU
+            synthetic = synthetic.to(module_device(self.global_model))
+        self.synthetic = synthetic
         self.synthetic_classes = state["synthetic_classes"]
 
     def __repr__(self) -> str:

@@ -22,6 +22,7 @@ from fedlightning.algorithms.fsnet.functional import (
     reconstruction_loss,
     sample_mixture,
 )
+from fedlightning.models.follow import to_module
 
 __all__ = ["HiddenModel", "MixturePrior", "train_hidden_model"]
 
@@ -117,7 +118,9 @@ def train_hidden_model(
     """Minimise eq. (3), ``E_z ||H(P(z)) - z||_2`` with z from the mixture prior.
 
     ``P`` is the global model, frozen: it maps z to class probabilities (softmax of its
-    logits) without gradients; only ``H``'s parameters move.
+    logits) without gradients; only ``H``'s parameters move. The draws are made on the
+    generator's device (the prior's tensors must be there) and moved to ``hidden``'s device
+    and floating dtype, which must be the classifier's too.
 
     Args:
         hidden: The hidden model H.
@@ -142,7 +145,7 @@ def train_hidden_model(
     hidden.train()
     losses: list[float] = []
     for _ in range(steps):
-        z = prior.sample(batch_size, input_shape, generator)
+        z = to_module(prior.sample(batch_size, input_shape, generator), hidden)
         with torch.no_grad():
             probabilities = torch.softmax(classifier(z), dim=1)
         loss = reconstruction_loss(hidden(probabilities), z)

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from fedlightning.models.follow import draw_device
+
 __all__ = [
     "js_divergence",
     "keep_probability",
@@ -36,7 +38,9 @@ def logistic_noise(
 
     Args:
         shape: Output shape.
-        generator: Source of randomness (explicit seed); the global one when ``None``.
+        generator: Source of randomness (explicit seed); the global one when ``None``. A
+            generator draws on its own device and the result is moved to ``device``, so a
+            CPU generator gives the same samples whatever the output device.
         device: Output device.
         dtype: Output dtype.
 
@@ -44,7 +48,12 @@ def logistic_noise(
         A tensor of standard logistic samples.
     """
     eps = torch.finfo(dtype).tiny
-    u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    if device is None:
+        u = torch.rand(shape, generator=generator, dtype=dtype)
+    else:
+        u = torch.rand(
+            shape, generator=generator, device=draw_device(generator, device), dtype=dtype
+        ).to(device)
     u = u.clamp(eps, 1.0 - torch.finfo(dtype).eps)
     return torch.log(u) - torch.log1p(-u)
 

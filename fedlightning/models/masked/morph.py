@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from fedlightning.models.follow import follow_module, module_device, module_dtype
 from fedlightning.models.masked.base import MaskedClassifier
 from fedlightning.models.masked.functional import keep_probability
 
@@ -194,10 +195,11 @@ def cut(model: MaskedClassifier, kept: Mapping[str, Tensor] | None = None) -> Ma
 
     Returns:
         A plain network of the same architecture with the kept widths and the kept weights,
-        in ``model``'s training mode.
+        in ``model``'s training mode, on its device and in its floating dtype.
     """
     kept = kept_from_masks(model) if kept is None else kept
     sub = model.with_widths({g: int(kept[g].numel()) for g in model.widths}, masked=False)
+    follow_module(sub, model)  # before loading: float64 weights must not pass through float32
     sub.load_state_dict(slice_state(model, kept))
     sub.train(model.training)
     return sub
@@ -224,7 +226,8 @@ def scatter(
             if key not in state:
                 raise ValueError(f"sub-network key {key!r} is not in {type(model).__name__}")
             target = state[key]
-            _scatter_into(target, value.to(target.dtype), cmap.get(key, ()), kept, key)
+            value = value.to(device=target.device, dtype=target.dtype)
+            _scatter_into(target, value, cmap.get(key, ()), kept, key)
 
 
 def _scatter_into(
@@ -270,7 +273,8 @@ def count_flops(module: MaskedClassifier) -> int:
 
     Counted with :class:`torch.utils.flop_counter.FlopCounterMode` (a multiply-add is 2
     FLOPs; convolutions and matrix products, as in the paper's FLOPs ratios); the network is
-    run in evaluation mode without masks multiplying into the count.
+    run in evaluation mode without masks multiplying into the count, on its device and in its
+    dtype (the count does not depend on either).
 
     Args:
         module: The network.
@@ -278,7 +282,14 @@ def count_flops(module: MaskedClassifier) -> int:
     Returns:
         FLOPs per image.
     """
-    x = torch.zeros(1, module.in_channels, module.image_size, module.image_size)
+    x = torch.zeros(
+        1,
+        module.in_channels,
+        module.image_size,
+        module.image_size,
+        device=module_device(module),
+        dtype=module_dtype(module),
+    )
     was_training = module.training
     module.eval()
     counter = FlopCounterMode(display=False)
@@ -340,14 +351,15 @@ def size_from_widths(
         kind: ``"params"`` or ``"flops"``.
 
     Returns:
-        A float64 scalar tensor.
+        A float64 scalar tensor, on the device of the tensor widths (the CPU for numbers).
 
     Raises:
         ValueError: If ``kind`` is unknown.
     """
     if kind not in ("params", "flops"):
         raise ValueError(f"kind must be 'params' or 'flops', got kind={kind!r}")
-    total = torch.zeros((), dtype=torch.float64)
+    device = next((w.device for w in widths.values() if isinstance(w, Tensor)), None)
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for spec in model.specs:
         w_in = widths[spec.in_group] if spec.in_group is not None else float(spec.in_channels)
         w_out = widths[spec.out_group] if spec.out_group is not None else float(spec.out_channels)
