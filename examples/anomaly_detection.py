@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from fedlightning import FederatedTrainer
+from fedlightning.accelerators import add_placement_arguments
 from fedlightning.algorithms.community import (
     AutoencoderDetector,
     CommunityFedAvg,
@@ -100,16 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--accelerator",
-        default="cpu",
-        help="where clients train: auto, cpu, cuda, gpu or mps (lightning.Trainer's names)",
-    )
-    p.add_argument(
-        "--precision",
-        default="32-true",
-        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
-    )
+    add_placement_arguments(p, accelerator="cpu")
     p.add_argument(
         "--train-subset",
         type=int,

@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from fedlightning import FederatedTrainer
+from fedlightning.accelerators import add_placement_arguments
 from fedlightning.algorithms import Algorithm, FedAvg, FedProx
 from fedlightning.codecs import Codec, Float16, Identity, TopK
 from fedlightning.datamodules import (
@@ -58,16 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--no-eval-local", action="store_true", help="skip acc_local")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--accelerator",
-        default="auto",
-        help="where clients train: auto, cpu, cuda, gpu or mps (lightning.Trainer's names)",
-    )
-    p.add_argument(
-        "--precision",
-        default="32-true",
-        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
-    )
+    add_placement_arguments(p, accelerator="auto")
     p.add_argument("--logger", default="wandb", choices=["wandb", "csv", "none"])
     p.add_argument("--output-dir", required=True)
     return p.parse_args(argv)

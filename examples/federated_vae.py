@@ -48,6 +48,7 @@ from lightning.pytorch.loggers import Logger
 from torch import Tensor
 
 from fedlightning import FederatedTrainer
+from fedlightning.accelerators import add_placement_arguments
 from fedlightning.algorithms import FedAvg
 from fedlightning.algorithms.base import Reply
 from fedlightning.callbacks import Callback
@@ -103,16 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--quick", action="store_true", help=f"small check run: {QUICK}")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--accelerator",
-        default="cpu",
-        help="where clients train: auto, cpu, cuda, gpu or mps (lightning.Trainer's names)",
-    )
-    p.add_argument(
-        "--precision",
-        default="32-true",
-        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
-    )
+    add_placement_arguments(p, accelerator="cpu")
     p.add_argument("--latent-dim", type=int, default=200)
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (notebook: 1 in effect)")
     p.add_argument("--lr", type=float, default=1e-3)

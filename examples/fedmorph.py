@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from fedlightning import FederatedTrainer
+from fedlightning.accelerators import add_placement_arguments
 from fedlightning.algorithms import FedAvg, FedProx
 from fedlightning.algorithms.base import Algorithm
 from fedlightning.algorithms.fed_dropout import FedDropout
@@ -166,16 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--seed", type=int, default=12345)
-    p.add_argument(
-        "--accelerator",
-        default="cpu",
-        help="where clients train: auto, cpu, cuda, gpu or mps (lightning.Trainer's names)",
-    )
-    p.add_argument(
-        "--precision",
-        default="32-true",
-        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
-    )
+    add_placement_arguments(p, accelerator="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--output-dir", default="runs/fedmorph")

@@ -36,6 +36,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from fedlightning import FederatedTrainer
+from fedlightning.accelerators import add_placement_arguments
 from fedlightning.algorithms import Algorithm, FedAvg, FedProx
 from fedlightning.algorithms.fsnet import (
     FedFSNet,
@@ -103,16 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-every", type=int, default=1, help="rounds between evaluations")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--accelerator",
-        default="cpu",
-        help="where clients train: auto, cpu, cuda, gpu or mps (lightning.Trainer's names)",
-    )
-    p.add_argument(
-        "--precision",
-        default="32-true",
-        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
-    )
+    add_placement_arguments(p, accelerator="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--logger", default="wandb", choices=["wandb", "none"])
     p.add_argument("--quick", action="store_true", help=f"small run: {QUICK}")

@@ -392,6 +392,9 @@ def fit_local(
     target = device or (placement.device if placement is not None else module.device)
     convert = placement is not None and placement.precision != "32-true"
     transfer = target.type != "cpu" or any(has_hook(module, h) for h in _HOOKED_TRANSFER)
+    # configure_gradient_clipping's default clips with gradient_clip_val: nothing to call
+    # when that is unset and the module does not override the hook.
+    clip = gradient_clip_val is not None or has_hook(module, "configure_gradient_clipping")
     max_epochs = epochs if epochs is not None and epochs >= 1 else None
     loop = LocalLoop(plugin, max_epochs, steps if steps is not None else -1)
     accumulate = accumulate_grad_batches
@@ -432,9 +435,10 @@ def fit_local(
                     if is_last or (batch_idx + 1) % accumulate == 0:
                         plugin.unscale_gradients(optimizer)
                         module.on_before_optimizer_step(optimizer)
-                        module.configure_gradient_clipping(
-                            optimizer, gradient_clip_val, gradient_clip_algorithm
-                        )
+                        if clip:
+                            module.configure_gradient_clipping(
+                                optimizer, gradient_clip_val, gradient_clip_algorithm
+                            )
                         plugin.optimizer_step(optimizer)
                         loop.global_step += 1
                         if (

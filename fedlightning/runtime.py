@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from fedlightning.algorithms.base import Algorithm
     from fedlightning.datamodules import FederatedDataModule
 
-__all__ = ["ClientRuntime", "LocalSettings", "seed_torch"]
+__all__ = ["ClientRuntime", "LocalSettings", "probe_plan", "seed_torch"]
 
 
 @dataclass(frozen=True)
@@ -107,10 +107,14 @@ class ClientRuntime:
 
     def with_plan(self, plan: RoundPlan) -> ClientRuntime:
         """The same runtime with another plan (e.g. a step budget for a timing probe)."""
-        other = ClientRuntime.__new__(ClientRuntime)
-        other.__dict__.update(self.__dict__)
-        other.plan = plan
-        return other
+        return ClientRuntime(
+            self.hooks,
+            self.datamodule,
+            plan,
+            placement=self.placement,
+            metrics=self.metrics,
+            settings=self.settings,
+        )
 
     # ------------------------------------------------------------------ the steps
     def context(self, task: ClientTask) -> ClientContext:

@@ -350,6 +350,7 @@ class RayExecutor(Executor):
         round = tasks[0].round if tasks else 0
         blob = dump_runtime(runtime)
         self.snapshot_bytes.append(len(blob))
+        log.debug("round %d: runtime snapshot of %d bytes to the workers", round, len(blob))
         snapshot = ray.put(blob)
         shipped = [replace(t, message=t.message.to("cpu")) for t in tasks]
         by_client = {t.client: t for t in shipped}
