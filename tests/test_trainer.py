@@ -451,3 +451,14 @@ def test_double_precision_trains_in_float64_and_sends_float64() -> None:
     assert all(p.dtype == torch.float64 for p in model.parameters())
     scalars = 2 * 8  # two clients' sample counts, 8 bytes each, whatever the precision
     assert double.history[-1]["bytes_up"] - scalars == 2 * (full.history[-1]["bytes_up"] - scalars)
+
+
+def test_an_executor_written_for_the_earlier_run_signature_is_told_what_changed() -> None:
+    from fedlightning.executors import Executor
+
+    class Old(Executor):
+        def run(self, trainer: Any, round: int, messages: Any) -> Any:  # type: ignore[override]
+            return []
+
+    with pytest.raises(ValueError, match=r"executors now implement run\(runtime, tasks\)"):
+        FederatedTrainer(executor=Old())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from fedlightning.executors.base import ClientFailure, Executor, Outcome
@@ -53,7 +54,19 @@ def resolve_executor(executor: str | Executor) -> Executor:
         ValueError: If the name is unknown.
     """
     if isinstance(executor, Executor):
+        _check_run_signature(executor)
         return executor
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {sorted(EXECUTORS)}, got executor={executor!r}")
     return EXECUTORS[executor]()
+
+
+def _check_run_signature(executor: Executor) -> None:
+    """Refuse an executor written for the earlier ``run(trainer, round, messages)``."""
+    parameters = list(inspect.signature(executor.run).parameters)
+    if parameters[:1] == ["trainer"] or "messages" in parameters:
+        raise ValueError(
+            f"{type(executor).__name__}.run{tuple(parameters)} has the earlier signature "
+            "run(trainer, round, messages); executors now implement run(runtime, tasks) and "
+            "train each task with runtime.run(task, worker_module) (see docs/executors.md)"
+        )
