@@ -34,6 +34,12 @@ def _as_pair(name: str, data: Any) -> tuple[Tensor, Tensor]:
     return x, y.long()
 
 
+def _first_index(mask: Tensor) -> int | None:
+    """Index of the first True of a 1-D mask, or None."""
+    hits = torch.nonzero(mask)
+    return int(hits[0, 0]) if len(hits) else None
+
+
 class FederatedDataModule:
     """Pairs a dataset with a partitioner; yields per-client train loaders and test loaders.
 
@@ -56,9 +62,14 @@ class FederatedDataModule:
         download: Allow a torchvision download when the files are nowhere to be found.
         eval_batch_size: Batch size of the test loaders (default ``max(batch_size, 500)``:
             evaluation needs no small batches, and large ones are several times faster).
+        num_classes: Number of classes of a tensor dataset; train and test labels must then
+            lie in ``[0, num_classes)``. By default it is inferred as ``max(y) + 1``. The
+            named datasets have a fixed count (10); ``num_classes`` must be None or equal it.
 
     Raises:
-        ValueError: On an unknown dataset name, malformed tensors or bad settings.
+        ValueError: On an unknown dataset name, malformed tensors or bad settings; in
+            :meth:`setup`, on a negative label or one ``>= num_classes`` (the message names
+            the tensor, the first bad index and its value).
 
     Example:
         >>> from fedlightning.datamodules import SortedShards
@@ -80,7 +91,16 @@ class FederatedDataModule:
         test_partition: Partitioner | None = None,
         download: bool = True,
         eval_batch_size: int | None = None,
+        num_classes: int | None = None,
     ) -> None:
+        if num_classes is not None and (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, (int, np.integer))
+            or num_classes < 1
+        ):
+            raise ValueError(
+                f"num_classes must be None or an integer >= 1, got num_classes={num_classes!r}"
+            )
         if isinstance(dataset, str):
             key = dataset.lower().replace("-", "_")
             if key not in DATASETS:
@@ -88,11 +108,19 @@ class FederatedDataModule:
                     f"dataset must be one of {sorted(DATASETS)} or a pair (x, y) of tensors, "
                     f"got dataset={dataset!r}"
                 )
+            if num_classes is not None and num_classes != DATASETS[key]:
+                raise ValueError(
+                    f"{key} has {DATASETS[key]} classes; num_classes must be None or "
+                    f"{DATASETS[key]}, got num_classes={num_classes!r}"
+                )
             self.dataset_name: str = key
             self._given: tuple[Tensor, Tensor] | None = None
+            num_classes = DATASETS[key]
         else:
             self.dataset_name = "tensors"
             self._given = _as_pair("dataset", dataset)
+        # Declared class count: the user's, or the named dataset's; None = inferred.
+        self._num_classes: int | None = None if num_classes is None else int(num_classes)
         if not isinstance(partition, Partitioner):
             raise ValueError(
                 f"partition must be a Partitioner (IID, Dirichlet, SortedShards, InlierOutlier), "
@@ -150,7 +178,8 @@ class FederatedDataModule:
             partition: How the training set is split among clients.
             **kwargs: Forwarded to the constructor: ``batch_size`` (default: the train
                 loader's batch size, else 32), ``seed``, ``test`` (overrides the datamodule's
-                test set; ``test=None`` drops it), ``test_partition``, ``eval_batch_size``.
+                test set; ``test=None`` drops it), ``test_partition``, ``eval_batch_size``,
+                ``num_classes``.
 
         Returns:
             A ``FederatedDataModule`` over the tensors; its ``dataset_name`` is the
@@ -193,10 +222,15 @@ class FederatedDataModule:
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
-        """Load the tensors and partition them; later calls do nothing.
+        """Load the tensors, check the labels and partition them; later calls do nothing.
 
         Args:
             stage: Ignored (accepted for Lightning compatibility).
+
+        Raises:
+            ValueError: If a train or test label is negative, or ``>= num_classes`` when the
+                number of classes is declared (the message names the tensor, the first bad
+                index and its value).
         """
         if self._ready:
             return
@@ -207,6 +241,7 @@ class FederatedDataModule:
             kw: dict[str, Any] = {"data_dir": self.data_dir, "download": self.download}
             self._x, self._y = load_dataset(self.dataset_name, split="train", **kw)
             self._test = self._test_given or load_dataset(self.dataset_name, split="test", **kw)
+        self._check_loaded_labels()
         labels = self._y.numpy()
         self._parts = [np.asarray(p, dtype=np.int64) for p in self.partition(labels, self.seed)]
         self._client = []
@@ -222,6 +257,76 @@ class FederatedDataModule:
             ]
             self._test_map = self._match_test_clients()
         self._ready = True
+
+    def _label_sets(self) -> list[tuple[str, Tensor]]:
+        sets = [("train labels", self._y)]
+        if self._test is not None:
+            sets.append(("test labels", self._test[1]))
+        return sets
+
+    def _check_loaded_labels(self) -> None:
+        n = self._num_classes
+        for what, y in self._label_sets():
+            i = _first_index(y < 0)
+            if i is not None:
+                raise ValueError(
+                    f"{what}: label {int(y[i])} at index {i} is negative; class labels must be "
+                    f"integers >= 0"
+                )
+            i = _first_index(y >= n) if n is not None else None
+            if i is not None:
+                raise ValueError(
+                    f"{what}: label {int(y[i])} at index {i} is out of range for "
+                    f"num_classes={n}; labels must lie in [0, {n}): fix the labels or pass "
+                    f"the right num_classes"
+                )
+
+    def check_labels(self, num_outputs: int) -> None:
+        """Check that every train and test label is a valid output of the model.
+
+        A classifier with ``num_outputs`` outputs predicts classes ``0 .. num_outputs - 1``;
+        a label beyond them would fail the loss (IndexError) or be silently unscorable. The
+        trainer calls this at fit with the model's output size.
+
+        Args:
+            num_outputs: The model's number of outputs (logits), >= 1.
+
+        Raises:
+            ValueError: If ``num_outputs`` is not an integer >= 1, or a train or test label
+                is ``>= num_outputs``; the message names the tensor (``"train labels"`` or
+                ``"test labels"``), the first bad index, its value and ``num_outputs``.
+
+        Example:
+            >>> import torch
+            >>> from fedlightning.datamodules import IID
+            >>> dm = FederatedDataModule((torch.zeros(4, 2), torch.tensor([0, 1, 2, 3])),
+            ...                          partition=IID(2))
+            >>> dm.check_labels(4)
+            >>> dm.check_labels(3)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: train labels: label 3 at index 3 is >= the model's output size 3 ...
+        """
+        if (
+            isinstance(num_outputs, bool)
+            or not isinstance(num_outputs, (int, np.integer))
+            or num_outputs < 1
+        ):
+            raise ValueError(
+                f"num_outputs must be an integer >= 1, got num_outputs={num_outputs!r}"
+            )
+        self.setup()
+        for what, y in self._label_sets():
+            i = _first_index(y >= num_outputs)
+            if i is not None:
+                top = int(y.max())
+                raise ValueError(
+                    f"{what}: label {int(y[i])} at index {i} is >= the model's output size "
+                    f"{num_outputs} (its outputs are classes 0..{num_outputs - 1}; the largest "
+                    f"label is {top}). Fix the labels, build the model with at least {top + 1} "
+                    f"outputs, or pass num_classes= to the datamodule to declare the number "
+                    f"of classes (labels are then checked against it at setup)."
+                )
 
     def _match_test_clients(self) -> list[int]:
         train_p, test_p = self.partition, self.test_partition
@@ -263,10 +368,13 @@ class FederatedDataModule:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes (10 for the named datasets; ``max(y) + 1`` for tensors)."""
-        if self._given is None and self.dataset_name in DATASETS:
-            return DATASETS[self.dataset_name]
+        """Number of classes: 10 for the named datasets; for tensors, ``num_classes`` if it
+        was passed (labels checked against it), else ``max(y) + 1`` over train and test."""
+        if self._given is None and self._num_classes is not None:
+            return self._num_classes
         self.setup()
+        if self._num_classes is not None:
+            return self._num_classes
         top = int(self._y.max()) if len(self._y) else -1
         if self._test is not None and len(self._test[1]):
             top = max(top, int(self._test[1].max()))
@@ -294,6 +402,7 @@ class FederatedDataModule:
             "batch_size": self.batch_size,
             "eval_batch_size": self.eval_batch_size,
             "seed": self.seed,
+            "num_classes": self._num_classes,
         }
 
     # ------------------------------------------------------------------- data

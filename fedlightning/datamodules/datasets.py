@@ -22,7 +22,7 @@ import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -119,6 +119,17 @@ def read_idx(path: str | Path) -> NDArray[np.generic]:
     return np.array(arr.reshape(shape), dtype=dtype.newbyteorder("="))  # writable copy
 
 
+def _check_label_range(path: Path, labels: NDArray[Any], num_classes: int) -> None:
+    """Raise if a label of ``path`` lies outside ``[0, num_classes)``, naming the first one."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{path}: label {int(labels[i])} at index {i} is out of range; labels must lie in "
+            f"[0, {num_classes}) ({bad.size} out-of-range label(s) in this file)"
+        )
+
+
 def _find_file(directory: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
         if (directory / name).is_file():
@@ -147,7 +158,7 @@ def _candidates(name: str, roots: Sequence[Path]) -> list[Path]:
     return out
 
 
-def _load_idx_dir(directory: Path, split: Split) -> tuple[Tensor, Tensor] | None:
+def _load_idx_dir(directory: Path, split: Split, num_classes: int) -> tuple[Tensor, Tensor] | None:
     img_stem, lbl_stem = _IDX_FILES[split]
     img_path, lbl_path = _find_file(directory, img_stem), _find_file(directory, lbl_stem)
     if img_path is None or lbl_path is None:
@@ -158,11 +169,16 @@ def _load_idx_dir(directory: Path, split: Split) -> tuple[Tensor, Tensor] | None
             f"{img_path} and {lbl_path}: expected images (N, H, W) and labels (N,), got "
             f"{images.shape} and {labels.shape}"
         )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{lbl_path}: labels must be integers, got IDX type {labels.dtype}")
+    _check_label_range(lbl_path, labels, num_classes)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).unsqueeze(1)
     return x.float().div_(255.0), torch.from_numpy(labels.astype(np.int64))
 
 
-def _load_cifar_dir(directory: Path, split: Split) -> tuple[Tensor, Tensor] | None:
+def _load_cifar_dir(
+    directory: Path, split: Split, num_classes: int
+) -> tuple[Tensor, Tensor] | None:
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     paths = [directory / n for n in names]
     if not all(p.is_file() for p in paths):
@@ -184,8 +200,15 @@ def _load_cifar_dir(directory: Path, split: Split) -> tuple[Tensor, Tensor] | No
                 f"{p}: expected data of shape (N, 3072) and N labels, got {data.shape} and "
                 f"{len(labels)} labels"
             )
+        try:
+            label_arr = np.asarray(labels, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise ValueError(f"{p}: CIFAR-10 labels must be integers ({err})") from err
+        if label_arr.ndim != 1:
+            raise ValueError(f"{p}: expected a flat list of labels, got shape {label_arr.shape}")
+        _check_label_range(p, label_arr, num_classes)
         xs.append(data.reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(labels, dtype=np.int64))
+        ys.append(label_arr)
     x = torch.from_numpy(np.concatenate(xs)).float().div_(255.0)
     return x, torch.from_numpy(np.concatenate(ys))
 
@@ -213,7 +236,7 @@ def _search(name: str, split: Split, dirs: Sequence[Path]) -> tuple[Tensor, Tens
         cache_key = (name, split, str(d.resolve()))
         if cache_key not in _CACHE:
             loader = _load_cifar_dir if name == "cifar10" else _load_idx_dir
-            found = loader(d, split)
+            found = loader(d, split, DATASETS[name])
             if found is None:  # pragma: no cover - _has_files checked the same names
                 continue
             _CACHE[cache_key] = found
@@ -241,7 +264,9 @@ def load_dataset(
         The tensors are shared by all callers; do not modify them in place.
 
     Raises:
-        ValueError: For an unknown name or split, or a corrupt or truncated file.
+        ValueError: For an unknown name or split, a corrupt or truncated file, or a label
+            outside ``[0, number of classes)`` (the message names the file, the first bad
+            label's index and value, and the allowed range).
         DatasetNotFoundError: If the files are nowhere and downloading is not allowed or fails.
     """
     key = name.lower().replace("-", "_")
