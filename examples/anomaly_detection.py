@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch import seed_everything
 
 from fedlightning import FederatedTrainer
-from fedlightning.accelerators import add_placement_arguments
 from fedlightning.algorithms.community import (
     AutoencoderDetector,
     CommunityFedAvg,
@@ -58,6 +58,7 @@ from fedlightning.models.autoencoders import (
     ReconstructionAutoencoder,
 )
 from fedlightning.models.ocsvm import OneClassSVMDetector
+from fedlightning.script_args import add_trainer_arguments
 from fedlightning.trainer import derive_seed
 from fedlightning.version import __version__
 
@@ -101,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    add_placement_arguments(p, accelerator="cpu")
+    add_trainer_arguments(p, accelerator="cpu")
     p.add_argument(
         "--train-subset",
         type=int,
@@ -199,6 +200,7 @@ def run_federation(
     trainer = FederatedTrainer(
         accelerator=args.accelerator,
         precision=args.precision,
+        overwrite=args.overwrite,
         algorithm=algorithm,
         rounds=args.rounds,
         local_epochs=args.epochs_first,
@@ -534,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the example and print a short summary."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
+    seed_everything(args.seed, verbose=False)  # every global generator, from --seed
     results = run(args)
     if args.part == "baselines":
         print(json.dumps({k: round(v["mean"], 4) for k, v in results["auc"].items()}))

@@ -18,11 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, seed_everything
 
 from fedlightning import FederatedTrainer
-from fedlightning.accelerators import add_placement_arguments
 from fedlightning.algorithms import Algorithm, FedAvg, FedProx
 from fedlightning.codecs import Codec, Float16, Identity, TopK
 from fedlightning.datamodules import (
@@ -33,6 +31,7 @@ from fedlightning.datamodules import (
     SortedShards,
 )
 from fedlightning.models import CIFARClassifier, MNISTClassifier
+from fedlightning.script_args import add_trainer_arguments
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -59,7 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--no-eval-local", action="store_true", help="skip acc_local")
     p.add_argument("--seed", type=int, default=0)
-    add_placement_arguments(p, accelerator="auto")
+    add_trainer_arguments(p, accelerator="auto")
     p.add_argument("--logger", default="wandb", choices=["wandb", "csv", "none"])
     p.add_argument("--output-dir", required=True)
     return p.parse_args(argv)
@@ -110,13 +109,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     dm.setup()
     dm.plot_partition(output_dir / "partition.png")
-    torch.manual_seed(args.seed)  # the model's initial weights derive from --seed too
+    seed_everything(args.seed, verbose=False)  # the model's initial weights derive from --seed
     model: LightningModule = (
         CIFARClassifier(lr=args.lr) if args.dataset == "cifar10" else MNISTClassifier(lr=args.lr)
     )
     trainer = FederatedTrainer(
         accelerator=args.accelerator,
         precision=args.precision,
+        overwrite=args.overwrite,
         algorithm=make_algorithm(args),
         rounds=args.rounds,
         clients_per_round=args.clients_per_round,

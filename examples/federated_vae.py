@@ -44,11 +44,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import Logger
 from torch import Tensor
 
 from fedlightning import FederatedTrainer
-from fedlightning.accelerators import add_placement_arguments
 from fedlightning.algorithms import FedAvg
 from fedlightning.algorithms.base import Reply
 from fedlightning.callbacks import Callback
@@ -58,6 +58,7 @@ from fedlightning.evaluation import evaluate
 from fedlightning.metrics import classifier_scores, frechet_distance_images
 from fedlightning.models import ClassifierFeatures, ConvVAE, FeatureClassifier, fit_classifier
 from fedlightning.plotting import plot_image_panels, plot_loss_curves, plot_tsne
+from fedlightning.script_args import add_trainer_arguments
 from fedlightning.version import __version__
 
 CLASS_NAMES = {
@@ -104,7 +105,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--quick", action="store_true", help=f"small check run: {QUICK}")
     p.add_argument("--seed", type=int, default=0)
-    add_placement_arguments(p, accelerator="cpu")
+    add_trainer_arguments(p, accelerator="cpu")
     p.add_argument("--latent-dim", type=int, default=200)
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (notebook: 1 in effect)")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -358,6 +359,7 @@ def make_figures(
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the comparison; returns what it writes to ``results.json``."""
     args = parse_args(argv)
+    seed_everything(args.seed, verbose=False)  # every global generator, from --seed
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()

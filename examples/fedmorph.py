@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch import seed_everything
 from torch import Tensor
 
 from fedlightning import FederatedTrainer
-from fedlightning.accelerators import add_placement_arguments
 from fedlightning.algorithms import FedAvg, FedProx
 from fedlightning.algorithms.base import Algorithm
 from fedlightning.algorithms.fed_dropout import FedDropout
@@ -55,6 +55,7 @@ from fedlightning.codecs import Codec, TopK
 from fedlightning.datamodules import IID, Dirichlet, FederatedDataModule, load_dataset
 from fedlightning.models.masked import MaskedClassifier, MaskedResNet8, MaskedResNet18, MaskedVGG16
 from fedlightning.models.masked.morph import count_params
+from fedlightning.script_args import add_trainer_arguments
 from fedlightning.version import __version__
 
 log = logging.getLogger("fedmorph")
@@ -167,7 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--seed", type=int, default=12345)
-    add_placement_arguments(p, accelerator="cpu")
+    add_trainer_arguments(p, accelerator="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--output-dir", default="runs/fedmorph")
@@ -303,6 +304,7 @@ def run_method(
     trainer = FederatedTrainer(
         accelerator=args.accelerator,
         precision=args.precision,
+        overwrite=args.overwrite,
         algorithm=algorithm,
         rounds=args.rounds,
         clients_per_round=args.clients_per_round,
@@ -423,6 +425,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the comparison and write ``results.json`` and the figures."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
+    seed_everything(args.seed, verbose=False)  # every global generator, from --seed
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out_dir = Path(args.output_dir)

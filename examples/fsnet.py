@@ -32,11 +32,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, seed_everything
 from torch import Tensor
 
 from fedlightning import FederatedTrainer
-from fedlightning.accelerators import add_placement_arguments
 from fedlightning.algorithms import Algorithm, FedAvg, FedProx
 from fedlightning.algorithms.fsnet import (
     FedFSNet,
@@ -46,6 +45,7 @@ from fedlightning.algorithms.fsnet import (
 from fedlightning.datamodules import IID, FederatedDataModule, SortedShards
 from fedlightning.executors.vectorized import VectorizedExecutor
 from fedlightning.models import CIFARClassifier, MNISTClassifier
+from fedlightning.script_args import add_trainer_arguments
 from fedlightning.version import __version__
 
 METHODS = ("fedavg_iid", "fedavg", "fedprox", "fedfsnet")
@@ -104,7 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-every", type=int, default=1, help="rounds between evaluations")
     p.add_argument("--seed", type=int, default=0)
-    add_placement_arguments(p, accelerator="cpu")
+    add_trainer_arguments(p, accelerator="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--logger", default="wandb", choices=["wandb", "none"])
     p.add_argument("--quick", action="store_true", help=f"small run: {QUICK}")
@@ -204,6 +204,7 @@ def run_method(
     trainer = FederatedTrainer(
         accelerator=args.accelerator,
         precision=args.precision,
+        overwrite=args.overwrite,
         algorithm=make_algorithm(method, args),
         rounds=args.rounds,
         fraction=args.fraction,
@@ -375,6 +376,7 @@ def main(
         data: ``(train, test)`` pairs to use instead of loading ``--dataset`` (tests).
     """
     args = parse_args(argv)
+    seed_everything(args.seed, verbose=False)  # every global generator, from --seed
     if args.merge:
         return merge_results([Path(f) for f in args.merge], Path(args.output_dir))
     if args.threads is not None:

@@ -14,7 +14,6 @@ state never leaks from one client into another.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +28,7 @@ from lightning.fabric.plugins.precision import (
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
-__all__ = [
-    "ACCELERATORS",
-    "PRECISIONS",
-    "Placement",
-    "add_placement_arguments",
-    "resolve_placement",
-]
+__all__ = ["ACCELERATORS", "PRECISIONS", "Placement", "resolve_placement"]
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
 """Accelerator names, as ``lightning.Trainer`` spells them."""
@@ -183,30 +176,3 @@ def _one_device(devices: Any, accelerator: str) -> int | None:
             f"{torch.cuda.device_count()}"
         )
     return index
-
-
-def add_placement_arguments(parser: argparse.ArgumentParser, accelerator: str = "auto") -> None:
-    """Add ``--accelerator`` and ``--precision`` to a script's parser, with Lightning's names.
-
-    Args:
-        parser: The script's parser.
-        accelerator: The default accelerator.
-
-    Example:
-        >>> parser = argparse.ArgumentParser()
-        >>> add_placement_arguments(parser, accelerator="cpu")
-        >>> parser.parse_args(["--precision", "bf16-mixed"]).precision
-        'bf16-mixed'
-    """
-    parser.add_argument(
-        "--accelerator",
-        default=accelerator,
-        choices=ACCELERATORS,
-        help=f"where clients train (lightning.Trainer's names; default {accelerator})",
-    )
-    parser.add_argument(
-        "--precision",
-        default="32-true",
-        choices=PRECISIONS,
-        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
-    )

@@ -9,14 +9,14 @@ message that crosses the wire.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ from fedlightning.algorithms.base import Algorithm
 from fedlightning.algorithms.fedavg import FedAvg
 from fedlightning.callbacks.base import Callback
 from fedlightning.callbacks.comm_cost import CommCost
+from fedlightning.checkpoint import copy_checkpoint, load_checkpoint
+from fedlightning.checkpoint import save_checkpoint as write_checkpoint
 from fedlightning.client import check_automatic_optimization, check_local_settings
 from fedlightning.datamodules import FederatedDataModule
 from fedlightning.evaluation import evaluate
@@ -46,6 +48,14 @@ from fedlightning.round import (
     Trained,
     derive_rng,
     derive_seed,
+)
+from fedlightning.run_dir import (
+    LastCheckpointSchedule,
+    fingerprint_differences,
+    prepare_output_dir,
+    run_fingerprint,
+    weights_hash,
+    write_json,
 )
 from fedlightning.runtime import ClientRuntime, LocalSettings
 from fedlightning.version import __version__
@@ -98,8 +108,16 @@ class FederatedTrainer:
         max_failed_fraction: A round where more than this share of the selected clients
             fail (raise, or send non-finite updates) stops the run with an error naming
             the failures; in [0, 1], default 0.5.
-        output_dir: Where ``results.json`` and checkpoints go (optional).
-        checkpoint_every: Save a checkpoint every this many rounds (needs ``output_dir``).
+        output_dir: Where ``results.json`` (rewritten after every round, ``complete: false``
+            until the run ends) and checkpoints go (optional). Checked before round 1: a
+            writable directory holding no other run's ``results.json`` or checkpoints.
+        checkpoint_every: ``"auto"`` (default): with ``output_dir``, keep
+            ``checkpoints/last.ckpt`` current, every round while writing it costs under 5%
+            of a round's time, else at the interval that keeps it under 5%. An integer:
+            also keep ``round_NNNN.ckpt`` every this many rounds (needs ``output_dir``).
+            ``None``: no checkpoints.
+        overwrite: Replace another run's ``results.json`` and checkpoints in ``output_dir``
+            instead of refusing the folder.
         resume: A checkpoint path to resume from; the run then ends with the weights an
             uninterrupted run would have.
         progress_bar: Show a progress bar over rounds with live metrics.
@@ -137,7 +155,8 @@ class FederatedTrainer:
         accumulate_grad_batches: int = 1,
         max_failed_fraction: float = 0.5,
         output_dir: str | Path | None = None,
-        checkpoint_every: int | None = None,
+        checkpoint_every: int | Literal["auto"] | None = "auto",
+        overwrite: bool = False,
         resume: str | Path | None = None,
         progress_bar: bool = True,
     ) -> None:
@@ -160,10 +179,14 @@ class FederatedTrainer:
             _check_int("local_steps", local_steps, 1)
         if eval_every is not None:
             _check_int("eval_every", eval_every, 1)
-        if checkpoint_every is not None:
+        if checkpoint_every is not None and checkpoint_every != "auto":
             _check_int("checkpoint_every", checkpoint_every, 1)
             if output_dir is None:
                 raise ValueError("checkpoint_every needs output_dir, got output_dir=None")
+        if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+            raise ValueError(
+                f"output_dir must be a directory, got output_dir={output_dir} (a file)"
+            )
         if not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got seed={seed!r}")
         if not (
@@ -200,7 +223,12 @@ class FederatedTrainer:
         self.executor: Executor = resolve_executor(executor)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.checkpoint_every = checkpoint_every
+        self.overwrite = bool(overwrite)
         self.resume = Path(resume) if resume is not None else None
+        self._schedule = LastCheckpointSchedule()
+        self._fingerprint: dict[str, str] = {}
+        self._initial_weights = ""
+        self._wandb_run_id: str | None = None
         self.progress_bar = progress_bar
 
         self.history: list[dict[str, float]] = []
@@ -292,18 +320,38 @@ class FederatedTrainer:
         start = time.perf_counter()
         _check_fit_arguments(model, datamodule)
         check_automatic_optimization(model)
+        if self.output_dir is not None:
+            prepare_output_dir(self.output_dir, resume=self.resume, overwrite=self.overwrite)
         datamodule.setup()
         self.placement.place_module(model)  # in place: the same module object
         self._model = model
         self._datamodule = datamodule
         clients = list(datamodule.client_ids)
         self.num_selected(len(clients))  # validates clients_per_round
+        self._initial_weights = weights_hash(model)
+        self._fingerprint = run_fingerprint(
+            seed=self.seed,
+            num_clients=len(clients),
+            algorithm=repr(self.algorithm),
+            model=model,
+            data=getattr(datamodule, "hparams", {}),
+        )
+        _check_labels_fit(model, datamodule, self.placement)
         self.algorithm.setup(self, model, datamodule)
         if self._eval_metrics is None:
             self._eval_metrics = _default_metrics(model, datamodule, self.placement)
         first_round = 1
         if self.resume is not None:
             first_round = self._load_checkpoint(self.resume) + 1
+        elif os.environ.get("PL_GLOBAL_SEED") is None:
+            log.warning(
+                "FederatedTrainer(seed=%d) seeds client selection and local runs, but the "
+                "model's initial weights came from a generator that lightning.seed_everything "
+                "did not seed: call lightning.seed_everything(%d) before building the model to "
+                "start every run from the same weights (their hash is in results.json)",
+                self.seed,
+                self.seed,
+            )
         self.plan = self.algorithm.round_plan(first_round, self.configured_plan)
         self.executor.setup(model, self.client_runtime(first_round))
         for callback in self.callbacks:
@@ -322,13 +370,10 @@ class FederatedTrainer:
                 bar.update(1)
                 bar.set_postfix(_postfix(self.history[-1]), refresh=False)
                 elapsed = self._wall_offset + time.perf_counter() - start
-                if self.checkpoint_every is not None and (
-                    rnd % self.checkpoint_every == 0 or rnd == self.rounds
-                ):
-                    ckpt = self.save_checkpoint(
-                        self._checkpoint_dir() / f"round_{rnd:04d}.ckpt", wall_s=elapsed
+                if self.output_dir is not None:
+                    self._keep_progress(
+                        rnd, elapsed, (elapsed - self._wall_offset) / (rnd - first_round + 1)
                     )
-                    (self._checkpoint_dir() / "last.ckpt").write_bytes(ckpt.read_bytes())
         finally:
             bar.close()
             self.executor.teardown()
@@ -520,13 +565,27 @@ class FederatedTrainer:
         if last_local:
             out["acc_local"] = last_local[-1]
         self.results["test"] = out
-        if self.output_dir is not None and self.results:
+        if self.output_dir is not None and "config" in self.results:  # a fit's results only
             self._write_results()
         return out
 
     # ------------------------------------------------------------------ checkpoints
+    def _keep_progress(self, rnd: int, elapsed: float, round_s: float) -> None:
+        """After round ``rnd``: checkpoints as configured, and ``results.json`` so far."""
+        every = self.checkpoint_every
+        folder = self._checkpoint_dir()
+        if isinstance(every, int) and (rnd % every == 0 or rnd == self.rounds):
+            ckpt = self.save_checkpoint(folder / f"round_{rnd:04d}.ckpt", wall_s=elapsed)
+            copy_checkpoint(ckpt, folder / "last.ckpt")
+        elif every == "auto" and (self._schedule.due() or rnd == self.rounds):
+            begin = time.perf_counter()
+            self.save_checkpoint(folder / "last.ckpt", wall_s=elapsed)
+            self._schedule.written(time.perf_counter() - begin, round_s)
+        self.results = self._results(elapsed, complete=False)
+        self._write_results()
+
     def save_checkpoint(self, path: str | Path, wall_s: float = 0.0) -> Path:
-        """Save everything needed to resume after the current round.
+        """Save everything needed to resume after the current round, atomically.
 
         Args:
             path: File to write.
@@ -535,10 +594,9 @@ class FederatedTrainer:
         Returns:
             The path written.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "round": self.current_round,
+            "rounds": self.rounds,
             "model": self.global_model.state_dict(),
             "algorithm": self.algorithm.state_dict(),
             "client_states": self.client_states,
@@ -547,21 +605,31 @@ class FederatedTrainer:
             "drops": self.drops,
             "wall_s": wall_s,
             "seed": self.seed,
+            "fingerprint": self._fingerprint,
+            "initial_weights_sha256": self._initial_weights,
+            "wandb_run_id": self._wandb_id(),
             "version": __version__,
         }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
-        return path
+        return write_checkpoint(Path(path), state)
 
     def _load_checkpoint(self, path: Path) -> int:
         if not path.is_file():
             raise ValueError(f"resume must be an existing checkpoint file, got resume={path}")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         if state.get("seed") != self.seed:
             raise ValueError(
                 f"resume checkpoint was made with seed={state.get('seed')}, but this trainer has "
                 f"seed={self.seed}; use the same seed to resume"
+            )
+        differences = fingerprint_differences(state.get("fingerprint", {}), self._fingerprint)
+        if differences:
+            raise ValueError(
+                f"resume={path} belongs to another run; it differs in: " + "; ".join(differences)
+            )
+        if int(state["round"]) > self.rounds:
+            raise ValueError(
+                f"resume={path} is at round {int(state['round'])}, after this run's last: "
+                f"rounds={self.rounds}; pass rounds >= {int(state['round'])}"
             )
         self.global_model.load_state_dict(state["model"])
         self.algorithm.load_state_dict(state["algorithm"])
@@ -574,7 +642,34 @@ class FederatedTrainer:
         self.drops = list(state["drops"])
         self._wall_offset = float(state["wall_s"])
         self.current_round = int(state["round"])
+        self._initial_weights = str(state.get("initial_weights_sha256", self._initial_weights))
+        self._resume_wandb(state.get("wandb_run_id"))
         return self.current_round
+
+    @property
+    def wandb_run_id(self) -> str | None:
+        """The id of the run's W&B run (kept in checkpoints; a resumed run continues it)."""
+        return self._wandb_id()
+
+    def _wandb_id(self) -> str | None:
+        """The W&B run id of the run's W&B logger, if it has one and it has started."""
+        for lg in self.loggers:
+            experiment = getattr(lg, "_experiment", None)
+            run_id = getattr(experiment, "id", None)
+            if run_id:
+                return str(run_id)
+        return self._wandb_run_id
+
+    def _resume_wandb(self, run_id: Any) -> None:
+        """Point a not yet started W&B logger at the checkpoint's run, to continue it."""
+        if not run_id:
+            return
+        self._wandb_run_id = str(run_id)
+        for lg in self.loggers:
+            init = getattr(lg, "_wandb_init", None)
+            if isinstance(init, dict) and getattr(lg, "_experiment", None) is None:
+                init.update(id=str(run_id), resume="allow")
+                lg._id = str(run_id)  # type: ignore[attr-defined]
 
     def _checkpoint_dir(self) -> Path:
         assert self.output_dir is not None
@@ -609,21 +704,44 @@ class FederatedTrainer:
                 log.warning("logger %s failed (%r); it is disabled", type(lg).__name__, exc)
                 self._disabled_loggers.add(i)
 
-    def _finish(self, wall: float) -> None:
+    def _results(self, wall: float, *, complete: bool) -> dict[str, Any]:
         final: dict[str, float] = {}
         for key in ("acc_global", "acc_local", "test_loss"):
             values = [h[key] for h in self.history if key in h]
             if values:
                 final[key] = values[-1]
-        self.results = {
+        return {
             "config": self.config,
             "seed": self.seed,
             "version": __version__,
+            "complete": complete,
+            "rounds_done": self.current_round,
+            "initial_weights_sha256": self._initial_weights,
+            "fingerprint": self._fingerprint,
             "wall_s": wall,
             "history": self.history,
             "final": final,
             "drops": self.drops,
         }
+
+    @property
+    def checkpoint_stats(self) -> dict[str, float]:
+        """What the default ``last.ckpt`` schedule measured (writes, seconds, share, interval)."""
+        return self._schedule.summary()
+
+    def _finish(self, wall: float) -> None:
+        if self._schedule.writes:
+            stats = self._schedule.summary()
+            log.info(
+                "last.ckpt written %d times, %.4f s each: %.2f%% of a %.3f s round "
+                "(every %d rounds)",
+                int(stats["last_ckpt_writes"]),
+                stats["last_ckpt_write_s"],
+                100 * stats["write_share"],
+                stats["round_s"],
+                int(stats["interval"]),
+            )
+        self.results = self._results(wall, complete=True)
         for callback in self.callbacks:
             callback.on_results(self, self.results)
         for i, lg in enumerate(self.loggers):
@@ -642,10 +760,7 @@ class FederatedTrainer:
 
     def _write_results(self) -> Path:
         assert self.output_dir is not None
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "results.json"
-        path.write_text(json.dumps(self.results, indent=2, default=_json_default))
-        return path
+        return write_json(self.output_dir / "results.json", self.results, default=_json_default)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -702,12 +817,8 @@ def _resolve_loggers(
     return sorted(loggers, key=lambda lg: type(lg).__name__ != "WandbLogger")
 
 
-def _default_metrics(
-    model: LightningModule, datamodule: Any, placement: Placement
-) -> dict[str, Metric]:
-    num_classes = getattr(datamodule, "num_classes", None)
-    if not num_classes:
-        return {}
+def _class_outputs(model: LightningModule, datamodule: Any, placement: Placement) -> int | None:
+    """How many class scores the model gives: ``k`` when it maps a test batch to ``(n, k)``."""
     try:
         x, _ = next(iter(datamodule.test_loader()))
         was_training = model.training
@@ -717,12 +828,37 @@ def _default_metrics(
             out = model(placement.place_batch(x[:2], plugin))
         model.train(was_training)
     except Exception:
-        return {}
-    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] == num_classes:
-        from torchmetrics.classification import MulticlassAccuracy
+        return None
+    if isinstance(out, torch.Tensor) and out.ndim == 2:
+        return int(out.shape[1])
+    return None
 
-        return {"acc": MulticlassAccuracy(num_classes=int(num_classes), average="micro")}
-    return {}
+
+def _check_labels_fit(model: LightningModule, datamodule: Any, placement: Placement) -> None:
+    """Refuse labels the model cannot score, where the data did not declare its classes.
+
+    A declared ``num_classes`` (or a known dataset's) is checked by the datamodule itself;
+    labels inferred from tensors are checked against the model's output size here, instead
+    of evaluating without accuracy.
+    """
+    declared = getattr(datamodule, "hparams", {}).get("num_classes")
+    num_classes = getattr(datamodule, "num_classes", None)
+    if declared is not None or not num_classes or not hasattr(datamodule, "check_labels"):
+        return
+    outputs = _class_outputs(model, datamodule, placement)
+    if outputs is not None and num_classes > outputs:
+        datamodule.check_labels(outputs)
+
+
+def _default_metrics(
+    model: LightningModule, datamodule: Any, placement: Placement
+) -> dict[str, Metric]:
+    num_classes = getattr(datamodule, "num_classes", None)
+    if not num_classes or _class_outputs(model, datamodule, placement) != num_classes:
+        return {}
+    from torchmetrics.classification import MulticlassAccuracy
+
+    return {"acc": MulticlassAccuracy(num_classes=int(num_classes), average="micro")}
 
 
 def _is_finite(message: Message) -> bool:

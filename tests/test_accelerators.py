@@ -103,8 +103,9 @@ def test_cuda_run_keeps_model_and_aggregation_on_the_device(tmp_path: Any) -> No
     _, model = _cuda_fit("sequential", tmp_path, callbacks=[Devices()])
     assert all(p.device.type == "cuda" for p in model.parameters())
     assert set(seen) == {"cuda"}  # both directions: encoded and aggregated on the GPU
-    ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    from fedlightning.checkpoint import load_checkpoint
+
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     from fedlightning.demos import BoringClassifier
 
     cpu_model = BoringClassifier()

@@ -462,3 +462,54 @@ def test_an_executor_written_for_the_earlier_run_signature_is_told_what_changed(
 
     with pytest.raises(ValueError, match=r"executors now implement run\(runtime, tasks\)"):
         FederatedTrainer(executor=Old())
+
+
+def test_labels_the_model_cannot_score_are_refused_before_round_one() -> None:
+    """A label 10 with a 10-output model used to turn accuracy off without a word."""
+    x, y = blobs(60, num_classes=3)
+    y[7] = 10
+    dm = FederatedDataModule((x, y), test=(x, y), partition=IID(num_clients=2))
+    trainer = FederatedTrainer(progress_bar=False)
+    with pytest.raises(ValueError, match=r"label 10 at index 7 is >= the model's output size 3"):
+        trainer.fit(BoringClassifier(num_classes=3), dm)
+
+
+def test_a_second_run_into_the_same_folder_is_refused_before_round_one(tmp_path: Path) -> None:
+    _fit(BoringClassifier(), demo_datamodule(num_clients=2), output_dir=tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["complete"] is True
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()  # kept by default
+    rounds = _RoundLog()
+    with pytest.raises(ValueError, match=r"already holds another run .*overwrite=True"):
+        _fit(
+            BoringClassifier(),
+            demo_datamodule(num_clients=2),
+            output_dir=tmp_path,
+            callbacks=[rounds],
+        )
+    assert rounds.rounds == []
+    _fit(BoringClassifier(), demo_datamodule(num_clients=2), output_dir=tmp_path, overwrite=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"output_dir must be a directory"):
+        FederatedTrainer(output_dir=tmp_path / "file")
+
+
+def test_results_json_is_rewritten_after_every_round_until_complete(tmp_path: Path) -> None:
+    seen: list[tuple[int, bool]] = []
+
+    class Peek(Callback):
+        def on_round_start(self, trainer: Any, round: int) -> None:
+            path = tmp_path / "results.json"
+            if path.exists():
+                data = json.loads(path.read_text())
+                seen.append((len(data["history"]), data["complete"]))
+
+    _fit(
+        BoringClassifier(),
+        demo_datamodule(num_clients=2),
+        rounds=3,
+        output_dir=tmp_path,
+        callbacks=[Peek()],
+    )
+    assert seen == [(1, False), (2, False)]
+    final = json.loads((tmp_path / "results.json").read_text())
+    assert final["complete"] is True and len(final["initial_weights_sha256"]) == 64

@@ -1,0 +1,42 @@
+"""Command-line options that every example script shares with ``FederatedTrainer``."""
+
+from __future__ import annotations
+
+import argparse
+
+from fedlightning.accelerators import ACCELERATORS, PRECISIONS
+
+__all__ = ["add_trainer_arguments"]
+
+
+def add_trainer_arguments(parser: argparse.ArgumentParser, accelerator: str = "auto") -> None:
+    """Add ``--accelerator``, ``--precision`` (Lightning's names) and ``--overwrite``.
+
+    Args:
+        parser: The script's parser.
+        accelerator: The default accelerator.
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_trainer_arguments(parser, accelerator="cpu")
+        >>> args = parser.parse_args(["--precision", "bf16-mixed", "--overwrite"])
+        >>> args.accelerator, args.precision, args.overwrite
+        ('cpu', 'bf16-mixed', True)
+    """
+    parser.add_argument(
+        "--accelerator",
+        default=accelerator,
+        choices=ACCELERATORS,
+        help=f"where clients train (lightning.Trainer's names; default {accelerator})",
+    )
+    parser.add_argument(
+        "--precision",
+        default="32-true",
+        choices=PRECISIONS,
+        help="32-true, 64-true, 16-mixed (GPU), bf16-mixed or bf16-true",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in the output folder instead of refusing it",
+    )
