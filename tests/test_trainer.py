@@ -513,3 +513,25 @@ def test_results_json_is_rewritten_after_every_round_until_complete(tmp_path: Pa
     assert seen == [(1, False), (2, False)]
     final = json.loads((tmp_path / "results.json").read_text())
     assert final["complete"] is True and len(final["initial_weights_sha256"]) == 64
+
+
+def test_unseeded_initial_weights_are_flagged_and_their_hash_recorded(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning.pytorch import seed_everything
+
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    with caplog.at_level("WARNING", logger="fedlightning.trainer"):
+        first = _fit(BoringClassifier(), demo_datamodule(num_clients=2))
+    assert "lightning.seed_everything(0)" in caplog.text
+    caplog.clear()
+    hashes = []
+    for _ in range(2):
+        seed_everything(0, verbose=False)
+        with caplog.at_level("WARNING", logger="fedlightning.trainer"):
+            trainer = _fit(BoringClassifier(), demo_datamodule(num_clients=2))
+        hashes.append(trainer.results["initial_weights_sha256"])
+    assert "seed_everything" not in caplog.text
+    assert hashes[0] == hashes[1]  # seeded: the same initial weights, as recorded
+    assert len(first.results["initial_weights_sha256"]) == 64
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
