@@ -197,7 +197,19 @@ def run_test(cfg: Namespace, parser: ArgumentParser) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fedlightning`` console script."""
+    """Entry point of the ``fedlightning`` console script.
+
+    A setting or an input that is refused (``ValueError``) is printed as one line on
+    stderr, with exit status 2, rather than as a traceback.
+    """
+    try:
+        return _main(argv)
+    except ValueError as exc:
+        print(f"fedlightning: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     cfg = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
     if cfg.subcommand == "test":

@@ -76,7 +76,7 @@ def prepare_output_dir(output_dir: Path, *, resume: Path | None, overwrite: bool
     raise ValueError(
         f"output_dir={output_dir} already holds another run ({', '.join(held)}); use a new "
         "folder, resume it with resume=<its checkpoints/last.ckpt>, or pass overwrite=True "
-        "(--overwrite) to replace it"
+        "(--overwrite in the examples, --trainer.overwrite true in the CLI) to replace it"
     )
 
 
