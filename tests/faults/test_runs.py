@@ -136,3 +136,44 @@ def test_a_killed_offline_wandb_run_keeps_its_rounds_and_resume_continues_it(
     assert all(r.name.endswith(run_id) for r in runs)  # one W&B run, continued
     resumed = read_wandb_run(runs[1])
     assert [h["round"] for h in resumed["history"]] == [4, 5] and resumed["complete"]
+
+
+def test_the_cli_twice_with_the_same_seed_gives_the_same_results(tmp_path: Path) -> None:
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    results = []
+    for name in ("a", "b"):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedlightning.cli",
+                "fit",
+                "--config",
+                str(ROOT / "examples" / "configs" / "fedavg.yaml"),
+                "--trainer.rounds",
+                "2",
+                "--trainer.clients_per_round",
+                "3",
+                "--trainer.local_steps",
+                "3",
+                "--trainer.local_epochs",
+                "null",
+                "--trainer.output_dir",
+                str(tmp_path / name),
+                "--logger",
+                "none",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        data = json.loads((tmp_path / name / "results.json").read_text())
+        data.pop("wall_s")
+        data["config"].pop("output_dir", None)
+        results.append(data)
+    assert results[0] == results[1]
+    assert "acc_local" in results[0]["final"]
