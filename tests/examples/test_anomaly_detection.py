@@ -87,10 +87,12 @@ def test_yaml_config_builds_the_seed000_pipeline():
     assert init.data.partition.num_clients == 90
 
 
-def test_same_seed_same_result_and_parallel_baselines_change_nothing(quick_run, tmp_path):
+def test_same_seed_same_result_and_parallel_baselines_change_nothing(
+    quick_run, tmp_path, assert_same_results
+):
     # The fixture ran everything in one process; this run puts the baselines in a second
     # process (--jobs 2). Same seed: the same communities and the same AUC of every client.
-    _, first = quick_run
+    first_dir, first = quick_run
     args = ["--output-dir", str(tmp_path), "--quick", "--seed", "1", "--jobs", "2"]
     assert _example().main(args) == 0
     second = json.loads((tmp_path / "results.json").read_text())
@@ -99,6 +101,18 @@ def test_same_seed_same_result_and_parallel_baselines_change_nothing(quick_run, 
         assert second["auc"][name]["per_class"] == first["auc"][name]["per_class"]
     assert (tmp_path / "baselines" / "results.json").exists()
     assert set(second["timings"]) >= {"federated_s", "phase1_s", "ideal_s", "local_s"}
+    # In fact the whole results.json, and each method's, but for durations and the output
+    # folder (see conftest.py), and the config keys of the one flag that differs: --jobs 2,
+    # which also sets threads (1) and is in argv. The second process writes the ideal
+    # baseline's file under baselines/.
+    files = {
+        "results.json": "results.json",
+        "federated/results.json": "federated/results.json",
+        "ideal/results.json": "baselines/ideal/results.json",
+    }
+    written = sorted(str(p.relative_to(first_dir)) for p in first_dir.rglob("results.json"))
+    assert written == sorted(files)
+    assert_same_results(first_dir, tmp_path, files, drop_config=("jobs", "threads", "argv"))
 
 
 def test_phase1_scores_are_kept_and_reproduce_the_candidate_lists(quick_run):

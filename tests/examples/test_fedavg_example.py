@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -22,10 +23,8 @@ def _load(name: str) -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("algorithm", ["fedavg", "fedprox"])
-def test_fedavg_example_writes_the_results_contract(tmp_path: Path, algorithm: str) -> None:
-    example = _load("fedavg")
-    args = [
+def _argv(algorithm: str, output_dir: Path) -> list[str]:
+    return [
         "--dataset",
         "fashion_mnist",
         "--partition",
@@ -47,9 +46,24 @@ def test_fedavg_example_writes_the_results_contract(tmp_path: Path, algorithm: s
         "--logger",
         "csv",
         "--output-dir",
-        str(tmp_path),
+        str(output_dir),
     ]
-    example.main(args)
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
+    """The small configuration with algorithm ``request.param``, run in this process."""
+    algorithm = request.param
+    out = tmp_path_factory.mktemp(algorithm)
+    _load("fedavg").main(_argv(algorithm, out))
+    return algorithm, out
+
+
+@pytest.mark.parametrize("quick_run", ["fedavg", "fedprox"], indirect=True)
+def test_fedavg_example_writes_the_results_contract(quick_run: tuple[str, Path]) -> None:
+    algorithm, tmp_path = quick_run
     results = json.loads((tmp_path / "results.json").read_text())
     assert {"config", "seed", "version", "wall_s", "history", "final", "bytes"} <= set(results)
     assert [h["round"] for h in results["history"]] == [1, 2]
@@ -63,3 +77,14 @@ def test_fedavg_example_writes_the_results_contract(tmp_path: Path, algorithm: s
     assert results["bytes"]["total"] == results["bytes"]["down"] + results["bytes"]["up"]
     assert results["config"]["algorithm"] == algorithm
     assert (tmp_path / "partition.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("quick_run", ["fedprox"], indirect=True)
+def test_same_command_same_results(
+    quick_run: tuple[str, Path], tmp_path: Path, rerun: Callable, assert_same_results: Callable
+) -> None:
+    # The fedprox run above again, as its command line in a fresh process, into another folder:
+    # the same results.json but for durations and the output folder (see conftest.py).
+    algorithm, first = quick_run
+    rerun([str(ROOT / "examples" / "fedavg.py"), *_argv(algorithm, tmp_path)])
+    assert assert_same_results(first, tmp_path) == ["results.json"]

@@ -8,6 +8,7 @@ import json
 import math
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -44,15 +45,27 @@ def _write_idx(directory: Path, split: str, n: int, seed: int) -> None:
         f.write(struct.pack(">II", 0x801, n) + labels.tobytes())
 
 
-def test_quick_run_writes_the_results_contract_and_pictures(tmp_path: Path) -> None:
+def _argv(data: Path, out: Path) -> list[str]:
+    flags = ["--dataset", "mnist", "--no-download", "--quick", "--logger", "wandb"]
+    return [*flags, "--data-dir", str(data), "--output-dir", str(out)]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The quick configuration on generated IDX files, run in this process: (data, output)."""
+    tmp_path = tmp_path_factory.mktemp("federated_vae")
     data = tmp_path / "data"
     data.mkdir()
     _write_idx(data, "train", 600, seed=0)
     _write_idx(data, "test", 300, seed=1)
     out = tmp_path / "out"
+    _load("federated_vae").main(_argv(data, out))
+    return data, out
+
+
+def test_quick_run_writes_the_results_contract_and_pictures(quick_run: tuple[Path, Path]) -> None:
+    _, out = quick_run
     example = _load("federated_vae")
-    flags = ["--dataset", "mnist", "--no-download", "--quick", "--logger", "wandb"]
-    example.main([*flags, "--data-dir", str(data), "--output-dir", str(out)])
     results = json.loads((out / "results.json").read_text())
     assert {"centralized", "federated", "bytes", "config", "seed", "version", "wall_s"} <= set(
         results
@@ -99,3 +112,13 @@ def test_yaml_config_is_seed_002s_federated_protocol() -> None:
     assert init.data.partition.num_clients == 4 and init.data.batch_size == 128
     assert cfg.fit.trainer.rounds == 15 and cfg.fit.trainer.local_epochs == 6
     assert type(init.trainer.algorithm).__name__ == "FedAvg"
+
+
+def test_same_command_same_results(
+    quick_run: tuple[Path, Path], tmp_path: Path, rerun: Callable, assert_same_results: Callable
+) -> None:
+    # The quick run again, as its command line in a fresh process, into another folder: the
+    # same results.json but for durations, W&B run folders and the output folder (conftest.py).
+    data, first = quick_run
+    rerun([str(ROOT / "examples" / "federated_vae.py"), *_argv(data, tmp_path)])
+    assert assert_same_results(first, tmp_path) == ["results.json"]

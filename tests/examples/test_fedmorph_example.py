@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -69,34 +70,56 @@ def test_cifar10_code_paths_write_results_and_figures(
     assert saved["config"]["model"] == model and saved["seed"] == 12345
 
 
-def test_dirichlet_defaults_and_baselines(tmp_path: Path) -> None:
+DIRICHLET_QUICK = [
+    "--quick",
+    "--synthetic",
+    "80",
+    "--partition",
+    "dirichlet",
+    "--rounds",
+    "1",
+    "--methods",
+    "fedprox",
+    "fedmorphprox",
+    "feddropout",
+    "fedpruned_topk25",
+]
+
+
+@pytest.fixture(scope="module")
+def dirichlet_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """``DIRICHLET_QUICK`` run in this process: its output folder and returned results."""
+    out = tmp_path_factory.mktemp("dirichlet")
+    return out, load().main([*DIRICHLET_QUICK, "--output-dir", str(out)])
+
+
+def test_dirichlet_defaults_and_baselines(dirichlet_run: tuple[Path, dict]) -> None:
     example = load()
     args = example.parse_args(["--partition", "dirichlet"])
     assert args.methods == ["fedavg", "fedprox", "fedmorph", "fedmorphprox"]
     assert args.rounds == 1500 and args.clients == 100 and args.clients_per_round == 10
-    results = example.main(
-        [
-            "--quick",
-            "--synthetic",
-            "80",
-            "--partition",
-            "dirichlet",
-            "--rounds",
-            "1",
-            "--methods",
-            "fedprox",
-            "fedmorphprox",
-            "feddropout",
-            "fedpruned_topk25",
-            "--output-dir",
-            str(tmp_path),
-        ]
-    )
+    _, results = dirichlet_run
     methods = results["methods"]
     assert methods["fedprox"]["params_ratio"] == 1.0
     assert methods["feddropout"]["params_ratio"] < 0.2  # 0.25 of every layer's channels
     assert methods["fedpruned_topk25"]["bytes_up"] < methods["fedpruned_topk25"]["bytes_down"]
     assert "FedMorphProx(mu=0.01" in methods["fedmorphprox"]["algorithm"]
+
+
+def test_same_command_same_results(
+    dirichlet_run: tuple[Path, dict],
+    tmp_path: Path,
+    rerun: Callable,
+    assert_same_results: Callable,
+) -> None:
+    # The Dirichlet run above again, as its command line in a fresh process, into another
+    # folder: the same results.json, and the same per-method ones, but for durations and the
+    # output folder (see conftest.py).
+    first, _ = dirichlet_run
+    rerun([str(EXAMPLE), *DIRICHLET_QUICK, "--output-dir", str(tmp_path)])
+    compared = assert_same_results(first, tmp_path)
+    methods = ["fedprox", "fedmorphprox", "feddropout", "fedpruned_topk25"]
+    assert compared == sorted(["results.json", *(f"{m}/results.json" for m in methods)])
 
 
 def test_yaml_config_builds_fedmorph_on_the_masked_resnet8() -> None:

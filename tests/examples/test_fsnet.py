@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -44,15 +45,29 @@ def test_quick_defaults_and_protocol_defaults() -> None:
         example.parse_args(["--output-dir", "x", "--methods", "fedavg,scaffold"])
 
 
-def test_runs_every_method_and_writes_results_and_figures(tmp_path: Path) -> None:
-    example = _load()
-    rounds, clients_per_round, synthetic = 2, 2, 10
-    argv = [
-        "--output-dir", str(tmp_path), "--logger", "none", "--clients", "4",
-        "--fraction", "0.5", "--rounds", str(rounds), "--local-epochs", "1",
-        "--num-synthetic", str(synthetic), "--hidden-steps", "2",
-    ]  # fmt: skip
-    results = example.main(argv, data=(_pair(200, 0), _pair(50, 1)))
+ROUNDS, CLIENTS_PER_ROUND, SYNTHETIC = 2, 2, 10
+EVERY_METHOD = [
+    "--logger", "none", "--clients", "4", "--fraction", "0.5", "--rounds", str(ROUNDS),
+    "--local-epochs", "1", "--num-synthetic", str(SYNTHETIC), "--hidden-steps", "2",
+]  # fmt: skip
+
+
+def _every_method_data() -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    return _pair(200, 0), _pair(50, 1)
+
+
+@pytest.fixture(scope="module")
+def every_method_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """``EVERY_METHOD`` run in this process: its output folder and returned results."""
+    out = tmp_path_factory.mktemp("fsnet")
+    return out, _load().main([*EVERY_METHOD, "--output-dir", str(out)], data=_every_method_data())
+
+
+def test_runs_every_method_and_writes_results_and_figures(
+    every_method_run: tuple[Path, dict],
+) -> None:
+    tmp_path, results = every_method_run
+    rounds, clients_per_round, synthetic = ROUNDS, CLIENTS_PER_ROUND, SYNTHETIC
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["methods"].keys() == {"fedavg_iid", "fedavg", "fedprox", "fedfsnet"}
     for summary in on_disk["methods"].values():
@@ -73,6 +88,29 @@ def test_runs_every_method_and_writes_results_and_figures(tmp_path: Path) -> Non
     assert "fedfsnet_minus_fedavg" in results
     assert (tmp_path / "accuracy.png").stat().st_size > 0
     assert (tmp_path / "synthetic.png").stat().st_size > 0
+
+
+def test_same_command_same_results(
+    every_method_run: tuple[Path, dict],
+    tmp_path: Path,
+    rerun: Callable,
+    assert_same_results: Callable,
+) -> None:
+    # The run above again in a fresh process (main() with the same generated tensors, which no
+    # command-line flag can pass), into another folder: the same results.json, and the same
+    # per-method ones, but for durations and the output folder (see conftest.py).
+    first, _ = every_method_run
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('fsnet_tests', {str(Path(__file__))!r})\n"
+        "tests = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(tests)\n"
+        "tests._load().main(sys.argv[1:], data=tests._every_method_data())\n"
+    )
+    rerun(["-c", code, *EVERY_METHOD, "--output-dir", str(tmp_path)])
+    compared = assert_same_results(first, tmp_path)
+    methods = ["fedavg_iid", "fedavg", "fedprox", "fedfsnet"]
+    assert compared == sorted(["results.json", *(f"{m}/results.json" for m in methods)])
 
 
 def test_yaml_config_builds_fedfsnet_with_the_papers_settings() -> None:
