@@ -93,7 +93,7 @@ def read_wandb_run(run_dir: str | Path, timeout: float = 30.0) -> dict[str, Any]
 
     Useful to check an offline run without a W&B server (and in tests). W&B's service
     writes the file in the background, so this waits, up to ``timeout`` seconds, for the
-    run's exit record to reach the disk.
+    file to appear and for the run's exit record to reach the disk.
 
     Args:
         run_dir: An ``offline-run-*`` directory, its ``files`` sub-directory, or a directory
@@ -111,11 +111,15 @@ def read_wandb_run(run_dir: str | Path, timeout: float = 30.0) -> dict[str, Any]
     from wandb.proto import wandb_internal_pb2 as pb
 
     root = Path(run_dir)
-    files = sorted(root.glob("run-*.wandb")) or sorted(root.parent.glob("run-*.wandb"))
-    files = files or sorted(root.glob("**/run-*.wandb"))
+    deadline = time.monotonic() + timeout
+    while True:  # W&B's service may still be creating the file
+        files = sorted(root.glob("run-*.wandb")) or sorted(root.parent.glob("run-*.wandb"))
+        files = files or sorted(root.glob("**/run-*.wandb"))
+        if files or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file in or under {root}")
-    deadline = time.monotonic() + timeout
     while True:
         out = _parse_wandb_file(files[-1], pb)
         if out["complete"] or time.monotonic() >= deadline:
