@@ -46,6 +46,7 @@ from typing import IO, Any
 import torch
 
 __all__ = [
+    "atomic_write",
     "FORMAT",
     "CheckpointError",
     "copy_checkpoint",
@@ -132,7 +133,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
         "nbytes": len(payload),
         "payload": torch.frombuffer(payload, dtype=torch.uint8),
     }
-    _atomic_write(path, lambda f: torch.save(envelope, f))
+    atomic_write(path, lambda f: torch.save(envelope, f))
     return path
 
 
@@ -152,11 +153,11 @@ def copy_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
     """
     src, dst = Path(src), Path(dst)
     with src.open("rb") as source:
-        _atomic_write(dst, lambda f: shutil.copyfileobj(source, f, _CHUNK))
+        atomic_write(dst, lambda f: shutil.copyfileobj(source, f, _CHUNK))
     return dst
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Run ``write`` on a temporary file next to ``path``, then move it over ``path``.
 
     The temporary file is flushed and ``fsync``-ed before the rename and the folder after

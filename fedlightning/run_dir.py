@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -27,6 +26,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from fedlightning.checkpoint import atomic_write
 
 __all__ = [
     "LastCheckpointSchedule",
@@ -97,6 +98,8 @@ def _inside(path: Path, folder: Path) -> bool:
 def write_json(path: Path, data: Any, default: Callable[[Any], Any] | None = None) -> Path:
     """Write ``data`` as JSON atomically: a kill leaves the old file or the new, never half.
 
+    Uses :func:`fedlightning.checkpoint.atomic_write`, the checkpoints' own writer.
+
     Args:
         path: The file.
         data: JSON-serializable data.
@@ -105,18 +108,8 @@ def write_json(path: Path, data: Any, default: Callable[[Any], Any] | None = Non
     Returns:
         ``path``.
     """
-    text = json.dumps(data, indent=2, default=default)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2, default=default).encode()
+    atomic_write(path, lambda handle: handle.write(text))
     return path
 
 

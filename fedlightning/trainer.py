@@ -336,10 +336,11 @@ class FederatedTrainer:
             model=model,
             data=getattr(datamodule, "hparams", {}),
         )
-        _check_labels_fit(model, datamodule, self.placement)
+        outputs = _class_outputs(model, datamodule, self.placement)
+        _check_labels_fit(datamodule, outputs)
         self.algorithm.setup(self, model, datamodule)
         if self._eval_metrics is None:
-            self._eval_metrics = _default_metrics(model, datamodule, self.placement)
+            self._eval_metrics = _default_metrics(datamodule, outputs)
         first_round = 1
         if self.resume is not None:
             first_round = self._load_checkpoint(self.resume) + 1
@@ -353,7 +354,7 @@ class FederatedTrainer:
                 self.seed,
             )
         self.plan = self.algorithm.round_plan(first_round, self.configured_plan)
-        self.executor.setup(model, self.client_runtime(first_round))
+        self.executor.setup(model, self.client_runtime(first_round, self.plan))
         for callback in self.callbacks:
             callback.on_fit_start(self)
         self._log_hyperparams()
@@ -397,7 +398,7 @@ class FederatedTrainer:
         for task in tasks:
             for callback in self.callbacks:
                 callback.on_client_fit_start(self, rnd, task.client)
-        outcomes = self.executor.run(self.client_runtime(rnd), tasks)
+        outcomes = self.executor.run(self.client_runtime(rnd, self.plan), tasks)
         replies: list[Reply] = []
         failures: list[tuple[int, str]] = []
         for outcome in outcomes:
@@ -455,13 +456,18 @@ class FederatedTrainer:
                 f"{listed}{more}"
             )
 
-    def client_runtime(self, rnd: int) -> ClientRuntime:
+    def client_runtime(self, rnd: int, plan: RoundPlan | None = None) -> ClientRuntime:
         """The client runtime of round ``rnd``: what every executor trains clients with.
 
-        Its plan is the round's (``Algorithm.round_plan``), with local evaluation on only
-        where the round evaluates.
+        Args:
+            rnd: Round number.
+            plan: The round's plan, when already asked of ``Algorithm.round_plan``.
+
+        Returns:
+            The runtime, its plan with local evaluation on only where the round evaluates.
         """
-        plan = self.algorithm.round_plan(rnd, self.configured_plan)
+        if plan is None:
+            plan = self.algorithm.round_plan(rnd, self.configured_plan)
         plan = replace(plan, eval_local=plan.eval_local and self.is_eval_round(rnd))
         return ClientRuntime(
             self.algorithm,
@@ -549,7 +555,9 @@ class FederatedTrainer:
         data = datamodule if datamodule is not None else self.datamodule
         data.setup()
         if self._eval_metrics is None:
-            self._eval_metrics = _default_metrics(module, data, self.placement)
+            self._eval_metrics = _default_metrics(
+                data, _class_outputs(module, data, self.placement)
+            )
         metrics = self.evaluate(module, data.test_loader())
         out = {f"test_{k}" if not k.startswith("test_") else k: v for k, v in metrics.items()}
         if "acc" in metrics:
@@ -834,7 +842,7 @@ def _class_outputs(model: LightningModule, datamodule: Any, placement: Placement
     return None
 
 
-def _check_labels_fit(model: LightningModule, datamodule: Any, placement: Placement) -> None:
+def _check_labels_fit(datamodule: Any, outputs: int | None) -> None:
     """Refuse labels the model cannot score, where the data did not declare its classes.
 
     A declared ``num_classes`` (or a known dataset's) is checked by the datamodule itself;
@@ -845,16 +853,14 @@ def _check_labels_fit(model: LightningModule, datamodule: Any, placement: Placem
     num_classes = getattr(datamodule, "num_classes", None)
     if declared is not None or not num_classes or not hasattr(datamodule, "check_labels"):
         return
-    outputs = _class_outputs(model, datamodule, placement)
     if outputs is not None and num_classes > outputs:
         datamodule.check_labels(outputs)
 
 
-def _default_metrics(
-    model: LightningModule, datamodule: Any, placement: Placement
-) -> dict[str, Metric]:
+def _default_metrics(datamodule: Any, outputs: int | None) -> dict[str, Metric]:
+    """Accuracy as ``acc`` when the model gives one score per class of the data."""
     num_classes = getattr(datamodule, "num_classes", None)
-    if not num_classes or _class_outputs(model, datamodule, placement) != num_classes:
+    if not num_classes or outputs != num_classes:
         return {}
     from torchmetrics.classification import MulticlassAccuracy
 
