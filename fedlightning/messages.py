@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from fedlightning.codecs import Codec, Identity
 
@@ -80,6 +80,53 @@ class Message:
             self.extras[name] = tensor.detach()
         self.scalars: dict[str, float] = dict(scalars or {})
         self._decoded: dict[str, Tensor] | None = None
+
+    @classmethod
+    def of_state(
+        cls,
+        module: nn.Module,
+        tensors: Mapping[str, Tensor],
+        *,
+        extras: Mapping[str, Tensor] | None = None,
+        scalars: Mapping[str, float] | None = None,
+        codec: Codec | None = None,
+    ) -> Message:
+        """A message of tensors keyed like ``module``'s state, its buffers marked dense.
+
+        Buffers (BatchNorm running statistics, counters...) travel as they are whatever the
+        codec: a sparsifying codec would otherwise freeze them. Use this for anything built
+        from a module's state (weights, updates, sub-network slices).
+
+        Args:
+            module: The module whose state-dict keys ``tensors`` uses.
+            tensors: Weights or updates by state-dict key (a subset of the module's).
+            extras: Tensors sent as they are.
+            scalars: Small numbers, 8 bytes each.
+            codec: The codec for the parameters in ``tensors``.
+
+        Returns:
+            The message.
+        """
+        buffers = {name for name, _ in module.named_buffers()}
+        dense = [name for name in tensors if name in buffers]
+        return cls(tensors, extras=extras, scalars=scalars, codec=codec, dense=dense)
+
+    def add_extras(self, extras: Mapping[str, Tensor]) -> Message:
+        """Add tensors sent as they are, without rebuilding (or re-encoding) the message.
+
+        Args:
+            extras: Name -> tensor; a name already in :attr:`extras` is replaced.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            TypeError: If a value is not a tensor.
+        """
+        for name, tensor in extras.items():
+            _check_tensor("extras", name, tensor)
+            self.extras[name] = tensor.detach()
+        return self
 
     def _codec_for(self, name: str) -> Codec:
         return _IDENTITY if name in self._dense else self.codec

@@ -42,6 +42,7 @@ __all__ = [
     "Reply",
     "RoundPlan",
     "RunHandle",
+    "ServerContext",
     "Trained",
     "derive_rng",
     "derive_seed",
@@ -236,3 +237,88 @@ class RunHandle(Protocol):
     def dispatch(self, round: int, client: int, direction: Direction, message: Message) -> None:
         """Count a message that crosses the wire outside the round's own exchange."""
         ...
+
+
+class ServerContext:
+    """What server-side algorithm hooks see of the run: a narrow face of the trainer.
+
+    Server hooks (``setup``, ``round_plan``, ``select_clients``, ``server_message``,
+    ``aggregate``, ``on_round_end``) read the round, draw from the run's seed streams, log
+    metrics, count extra exchanges and read the federated data through it; they never see
+    the trainer's loggers, callbacks, executor or checkpoints.
+
+    Args:
+        run: The trainer (or any object with :class:`RunHandle`'s members).
+        resuming: Whether the run continues from a checkpoint (``setup`` then keeps what the
+            checkpoint will restore instead of recomputing it, e.g. seed 000's Phase I).
+
+    Example:
+        >>> ctx.rng(round, STREAM_SELECT).choice(10, 3, replace=False)  # doctest: +SKIP
+    """
+
+    def __init__(self, run: RunHandle, *, resuming: bool = False) -> None:
+        self._run = run
+        self.resuming = bool(resuming)
+
+    @property
+    def seed(self) -> int:
+        """The run's root seed."""
+        return self._run.seed
+
+    @property
+    def rounds(self) -> int:
+        """The run's number of rounds."""
+        return self._run.rounds
+
+    @property
+    def round(self) -> int:
+        """The current round (0 before the first)."""
+        return self._run.current_round
+
+    @property
+    def current_round(self) -> int:
+        """Alias of :attr:`round`."""
+        return self._run.current_round
+
+    @property
+    def datamodule(self) -> FederatedDataModule:
+        """The federated data: client ids, sample counts, client data, test loaders."""
+        return self._run.datamodule
+
+    @property
+    def global_model(self) -> LightningModule:
+        """The server's model."""
+        return self._run.global_model
+
+    def num_selected(self, num_clients: int) -> int:
+        """How many of ``num_clients`` clients take part in a round."""
+        return self._run.num_selected(num_clients)
+
+    def seed_for(self, *keys: int) -> int:
+        """A seed derived from the run's seed and ``keys`` (:func:`derive_seed`)."""
+        return self._run.seed_for(*keys)
+
+    def rng(self, *keys: int) -> np.random.Generator:
+        """A NumPy generator derived from the run's seed and ``keys`` (:func:`derive_rng`)."""
+        return self._run.rng(*keys)
+
+    def log(self, metrics: Mapping[str, float]) -> None:
+        """Record metrics for the current round (they reach every logger at round end)."""
+        self._run.log_metrics(metrics)
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Alias of :meth:`log`."""
+        self._run.log_metrics(metrics)
+
+    def dispatch(self, round: int, client: int, direction: Direction, message: Message) -> None:
+        """Count a message that crosses the wire outside the round's own exchange."""
+        self._run.dispatch(round, client, direction, message)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"server hooks get a ServerContext, which has no {name!r}: it offers round, "
+            "rounds, seed, seed_for, rng, num_selected, log, dispatch, datamodule, "
+            "global_model and resuming"
+        )

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from fedlightning.accelerators import Placement, resolve_placement
 from fedlightning.algorithms.base import Algorithm
 from fedlightning.algorithms.fedavg import FedAvg
+from fedlightning.algorithms.settings import render
 from fedlightning.callbacks.base import Callback
 from fedlightning.callbacks.comm_cost import CommCost
 from fedlightning.checkpoint import copy_checkpoint, load_checkpoint
@@ -45,6 +46,7 @@ from fedlightning.round import (
     Direction,
     Reply,
     RoundPlan,
+    ServerContext,
     Trained,
     derive_rng,
     derive_seed,
@@ -262,7 +264,8 @@ class FederatedTrainer:
     def config(self) -> dict[str, Any]:
         """The settings of the run, as written to ``results.json``."""
         return {
-            "algorithm": repr(self.algorithm),
+            "algorithm": self.algorithm.config,
+            **self._subject_config(),
             "rounds": self.rounds,
             "clients_per_round": self.clients_per_round,
             "fraction": self.fraction,
@@ -279,6 +282,23 @@ class FederatedTrainer:
             "max_failed_fraction": self.max_failed_fraction,
             "seed": self.seed,
         }
+
+    def _subject_config(self) -> dict[str, Any]:
+        """The model's class and hyperparameters and the data's settings, once fit has them."""
+        out: dict[str, Any] = {}
+        if self._model is not None:
+            cls = type(self._model)
+            out["model"] = {
+                "class": f"{cls.__module__}.{cls.__qualname__}",
+                "hparams": render(dict(getattr(self._model, "hparams", {}))),
+            }
+        if self._datamodule is not None:
+            data = self._datamodule
+            out["data"] = {
+                "class": f"{type(data).__module__}.{type(data).__qualname__}",
+                **render(dict(getattr(data, "hparams", {}))),
+            }
+        return out
 
     def num_selected(self, num_clients: int) -> int:
         """How many of ``num_clients`` clients take part in a round."""
@@ -338,7 +358,9 @@ class FederatedTrainer:
         )
         outputs = _class_outputs(model, datamodule, self.placement)
         _check_labels_fit(datamodule, outputs)
-        self.algorithm.setup(self, model, datamodule)
+        self.algorithm.setup(
+            ServerContext(self, resuming=self.resume is not None), model, datamodule
+        )
         if self._eval_metrics is None:
             self._eval_metrics = _default_metrics(datamodule, outputs)
         first_round = 1
@@ -470,7 +492,7 @@ class FederatedTrainer:
             plan = self.algorithm.round_plan(rnd, self.configured_plan)
         plan = replace(plan, eval_local=plan.eval_local and self.is_eval_round(rnd))
         return ClientRuntime(
-            self.algorithm,
+            self.algorithm.client_half(),
             self.datamodule,
             plan,
             placement=self.placement,
@@ -607,6 +629,7 @@ class FederatedTrainer:
             "rounds": self.rounds,
             "model": self.global_model.state_dict(),
             "algorithm": self.algorithm.state_dict(),
+            "server_optimizer": self.algorithm.server_optimizer_state(),
             "client_states": self.client_states,
             "callbacks": [(type(c).__name__, c.state_dict()) for c in self.callbacks],
             "history": self.history,
@@ -641,6 +664,7 @@ class FederatedTrainer:
             )
         self.global_model.load_state_dict(state["model"])
         self.algorithm.load_state_dict(state["algorithm"])
+        self.algorithm.load_server_optimizer_state(state.get("server_optimizer"))
         self.client_states = state["client_states"]
         saved = state["callbacks"]
         for callback, (name, cb_state) in zip(self.callbacks, saved, strict=False):
@@ -702,9 +726,6 @@ class FederatedTrainer:
 
     def _log_hyperparams(self) -> None:
         params = dict(self.config)
-        datamodule = self._datamodule
-        if datamodule is not None and hasattr(datamodule, "hparams"):
-            params["data"] = datamodule.hparams
         for i, lg in enumerate(self.loggers):
             try:
                 lg.log_hyperparams(params)

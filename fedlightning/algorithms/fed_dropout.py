@@ -14,7 +14,7 @@ from fedlightning.models.masked.morph import Kept, random_kept
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.round import RunHandle
+    from fedlightning.round import ServerContext
 
 __all__ = ["FedDropout"]
 
@@ -63,9 +63,9 @@ class FedDropout(SubNetworkAlgorithm):
 
     @override
     def setup(
-        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
+        self, server: ServerContext, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
-        super().setup(trainer, model, datamodule)
+        super().setup(server, model, datamodule)
         with torch.no_grad():  # the server evaluates the whole network
             for v in self.model.mask_logits.values():
                 v.fill_(1.0)
@@ -77,11 +77,5 @@ class FedDropout(SubNetworkAlgorithm):
     @override
     def kept(self, round: int, client: int) -> Kept:
         key = self.share_key(round, client)[1]
-        seed = self.trainer.seed_for(round, key + 1, _STREAM_DROPOUT)
+        seed = self.server.seed_for(round, key + 1, _STREAM_DROPOUT)
         return random_kept(self.model, self.keep_ratio, torch.Generator().manual_seed(seed))
-
-    def __repr__(self) -> str:
-        return (
-            f"FedDropout(keep_ratio={self.keep_ratio}, per_client={self.per_client}, "
-            f"uplink={self.uplink!r}, downlink={self.downlink!r})"
-        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -14,7 +14,7 @@ from fedlightning.models.masked.morph import Kept, random_kept
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.round import RunHandle
+    from fedlightning.round import ServerContext
 
 __all__ = ["FedPruned"]
 
@@ -43,6 +43,8 @@ class FedPruned(SubNetworkAlgorithm):
         Seed 004, section 5.1 ("FedPruned") and table 3.
     """
 
+    server_attributes: ClassVar[tuple[str, ...]] = ("fixed",)
+
     def __init__(
         self,
         keep_ratio: float = 0.25,
@@ -58,11 +60,11 @@ class FedPruned(SubNetworkAlgorithm):
 
     @override
     def setup(
-        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
+        self, server: ServerContext, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
-        super().setup(trainer, model, datamodule)
+        super().setup(server, model, datamodule)
         if not self.fixed:
-            gen = torch.Generator().manual_seed(trainer.seed_for(0, _STREAM_PRUNED))
+            gen = torch.Generator().manual_seed(server.seed_for(0, _STREAM_PRUNED))
             self.fixed = random_kept(self.model, self.keep_ratio, gen)
         with torch.no_grad():
             for group, v in self.model.mask_logits.items():
@@ -81,9 +83,3 @@ class FedPruned(SubNetworkAlgorithm):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.fixed = {g: i.clone() for g, i in state.get("fixed", {}).items()}
-
-    def __repr__(self) -> str:
-        return (
-            f"FedPruned(keep_ratio={self.keep_ratio}, uplink={self.uplink!r}, "
-            f"downlink={self.downlink!r})"
-        )

@@ -16,15 +16,14 @@ References:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from typing_extensions import override
 
-from fedlightning.algorithms.base import ClientContext
-from fedlightning.algorithms.functional import proximal_term
+from fedlightning.algorithms.fedprox import FedProx
 from fedlightning.algorithms.subnetwork import SubNetworkAlgorithm
 from fedlightning.codecs import Codec
 from fedlightning.models.follow import to_module
@@ -40,7 +39,7 @@ from fedlightning.models.masked.morph import (
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.round import RunHandle
+    from fedlightning.round import ServerContext
 
 __all__ = ["DISTILL_MASKS", "FedMorph", "FedMorphProx", "distill", "recalibrate_batchnorm"]
 
@@ -256,6 +255,8 @@ class FedMorph(SubNetworkAlgorithm):
         Seed 004, Algorithm 1, eq. (4)-(7), section 5.1 and appendix B.2.
     """
 
+    server_attributes: ClassVar[tuple[str, ...]] = ("distill_data", "_inputs", "layer_history")
+
     def __init__(
         self,
         *,
@@ -334,20 +335,20 @@ class FedMorph(SubNetworkAlgorithm):
 
     @override
     def setup(
-        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
+        self, server: ServerContext, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
-        super().setup(trainer, model, datamodule)
+        super().setup(server, model, datamodule)
         inputs = self.distill_data
         if inputs is None:
             inputs = torch.cat([batch[0] for batch in datamodule.test_loader()])
         if self.distill_samples is not None and self.distill_samples < inputs.shape[0]:
-            gen = torch.Generator().manual_seed(trainer.seed_for(0, _STREAM_SUBSET))
+            gen = torch.Generator().manual_seed(server.seed_for(0, _STREAM_SUBSET))
             subset = torch.randperm(inputs.shape[0], generator=gen)[: self.distill_samples]
             inputs = inputs[subset.to(inputs.device)]
         # Server-side data follows the global model (already placed by the trainer): its
         # device and floating dtype, so distillation works on a GPU and in float64.
         self._inputs = to_module(inputs, model)
-        if not self.layer_history:  # a fresh run, not one resumed from a checkpoint
+        if not self.server.resuming:  # a resumed run's masks and history come from its checkpoint
             if self.init_keep_ratio is not None:
                 shift_masks_to_keep(self.model, self.init_keep_ratio)
             self._record_layers(0)
@@ -379,7 +380,7 @@ class FedMorph(SubNetworkAlgorithm):
         if round % self.distill_every != 0:
             return
         teacher = cut(self.model, self.kept_for(round, -1))
-        gen = torch.Generator().manual_seed(self.trainer.seed_for(round, _STREAM_DISTILL))
+        gen = torch.Generator().manual_seed(self.server.seed_for(round, _STREAM_DISTILL))
         metrics = distill(
             self.model,
             teacher,
@@ -397,7 +398,7 @@ class FedMorph(SubNetworkAlgorithm):
             mask_lr=self.mask_lr,
         )
         self._record_layers(round)
-        self.trainer.log_metrics(metrics)
+        self.server.log(metrics)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -407,17 +408,6 @@ class FedMorph(SubNetworkAlgorithm):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.layer_history = [dict(h) for h in state.get("layer_history", [])]
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(distill_every={self.distill_every}, "
-            f"distill_epochs={self.distill_epochs}, distill_lr={self.distill_lr}, "
-            f"lam={self.lam}, regularizer={self.regularizer!r}, "
-            f"recalibrate_bn={self.recalibrate_bn}, distill_masks={self.distill_masks!r}, "
-            f"mask_lr={self.mask_lr}, init_keep_ratio={self.init_keep_ratio}, "
-            f"uplink={self.uplink!r}, "
-            f"downlink={self.downlink!r})"
-        )
 
 
 class FedMorphProx(FedMorph):
@@ -441,13 +431,4 @@ class FedMorphProx(FedMorph):
         super().__init__(**kwargs)
         self.mu = float(mu)
 
-    @override
-    def training_loss(
-        self, ctx: ClientContext, module: LightningModule, batch: Any, loss: Tensor
-    ) -> Tensor:
-        if self.mu == 0.0:
-            return loss
-        return loss + proximal_term(module, ctx.received, self.mu)
-
-    def __repr__(self) -> str:
-        return super().__repr__().replace("FedMorphProx(", f"FedMorphProx(mu={self.mu}, ", 1)
+    training_loss = FedProx.training_loss

@@ -52,6 +52,3 @@ class FedProx(FedAvg):
         if self.mu == 0.0:
             return loss
         return loss + proximal_term(module, ctx.received, self.mu)
-
-    def __repr__(self) -> str:
-        return f"FedProx(mu={self.mu}, uplink={self.uplink!r}, downlink={self.downlink!r})"

@@ -17,7 +17,7 @@ References:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -38,7 +38,7 @@ from fedlightning.models.masked.morph import (
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.round import RunHandle
+    from fedlightning.round import ServerContext
 
 __all__ = ["SubNetworkAlgorithm", "WIDTHS_KEY"]
 
@@ -66,6 +66,16 @@ class SubNetworkAlgorithm(Algorithm, ABC):
         uplink: Codec for client updates (e.g. ``TopK(0.1)``).
         downlink: Codec for the sub-network weights.
     """
+
+    server_attributes: ClassVar[tuple[str, ...]] = (
+        "size_history",
+        "full_params",
+        "full_flops",
+        "_kept_cache",
+        "_state_cache",
+        "_round_sizes",
+        "_sizes_round",
+    )
 
     def __init__(self, *, uplink: Codec | None = None, downlink: Codec | None = None) -> None:
         super().__init__(uplink=uplink, downlink=downlink)
@@ -97,7 +107,7 @@ class SubNetworkAlgorithm(Algorithm, ABC):
     # ------------------------------------------------------------------ server
     @override
     def setup(
-        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
+        self, server: ServerContext, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
         if not isinstance(model, MaskedClassifier) or not model.masked:
             raise ValueError(
@@ -105,7 +115,7 @@ class SubNetworkAlgorithm(Algorithm, ABC):
                 f"MaskedResNet8()), got {type(model).__name__}"
                 + (" with masked=False" if isinstance(model, MaskedClassifier) else "")
             )
-        super().setup(trainer, model, datamodule)
+        super().setup(server, model, datamodule)
         plain = model.with_widths(model.widths)
         self.full_params = count_params(plain)
         self.full_flops = count_flops(plain)
@@ -139,7 +149,7 @@ class SubNetworkAlgorithm(Algorithm, ABC):
             "params_ratio": sum(p for p, _ in self._round_sizes) / len(self._round_sizes),
             "flops_ratio": sum(f for _, f in self._round_sizes) / len(self._round_sizes),
         }
-        self.trainer.log_metrics(ratios)
+        self.server.log(ratios)
         if self.size_history and self.size_history[-1]["round"] == round:
             self.size_history[-1].update(ratios)
         else:
@@ -147,8 +157,8 @@ class SubNetworkAlgorithm(Algorithm, ABC):
         extras = {
             WIDTHS_KEY: torch.tensor([widths[g] for g in self.model.groups], dtype=torch.int32)
         }
-        return Message(
-            self._state_cache[1], extras=extras, codec=self.downlink, dense=self.buffer_keys
+        return Message.of_state(
+            self.model, self._state_cache[1], extras=extras, codec=self.downlink
         )
 
     @override

@@ -89,12 +89,12 @@ class _RuntimeUnpickler(pickle.Unpickler):
 
 
 def dump_runtime(runtime: ClientRuntime) -> bytes:
-    """Pickle a runtime (by value where needed, as Ray does) without its data or the trainer.
+    """Pickle a runtime (by value where needed, as Ray does) without its data.
 
-    The datamodule becomes a persistent id that each worker resolves to its own copy, and the
-    algorithm's handle on the run (``Algorithm.trainer``, a server-side attribute) becomes
-    ``None``, so a snapshot carries the client hooks and their state but never the dataset,
-    the trainer, the loggers or the callbacks.
+    The runtime holds the algorithm's client half only (no global model, server state or
+    server context: :meth:`~fedlightning.algorithms.Algorithm.client_half`), and the
+    datamodule becomes a persistent id that each worker resolves to its own copy, so a
+    snapshot never carries the dataset, the trainer, the loggers or the callbacks.
 
     Args:
         runtime: The round's runtime.
@@ -105,9 +105,6 @@ def dump_runtime(runtime: ClientRuntime) -> bytes:
     from ray import cloudpickle
 
     refs: dict[int, str] = {id(runtime.datamodule): "datamodule"}
-    handle = getattr(runtime.hooks, "_trainer", None)
-    if handle is not None:
-        refs[id(handle)] = "trainer"
 
     class _Pickler(cloudpickle.CloudPickler):
         def persistent_id(self, obj: Any) -> str | None:
@@ -118,24 +115,9 @@ def dump_runtime(runtime: ClientRuntime) -> bytes:
     return buffer.getvalue()
 
 
-class NoTrainer:
-    """What ``Algorithm.trainer`` is on a Ray worker: every use says what to read instead."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise RuntimeError(
-            f"a client hook read self.trainer.{name} on a Ray worker, where there is no trainer: "
-            "client hooks read their ClientContext instead (ctx.data is the datamodule, "
-            "ctx.seed the client's seed, ctx.round, ctx.state); server hooks may use "
-            "self.trainer"
-        )
-
-
 def load_runtime(data: bytes, datamodule: FederatedDataModule) -> ClientRuntime:
     """Restore :func:`dump_runtime`'s snapshot onto a worker's own datamodule."""
-    objects = {"datamodule": datamodule, "trainer": NoTrainer()}
-    runtime = _RuntimeUnpickler(io.BytesIO(data), objects).load()
+    runtime = _RuntimeUnpickler(io.BytesIO(data), {"datamodule": datamodule}).load()
     if not isinstance(runtime, ClientRuntime):
         raise TypeError(f"expected a ClientRuntime snapshot, got {type(runtime).__name__}")
     return runtime
@@ -222,6 +204,8 @@ class RayExecutor(Executor):
         replaced: ``(round, worker index, error)`` for every worker that died and was
             replaced.
         snapshot_bytes: Per round, the size of the runtime snapshot sent to the workers.
+        client_half_bytes: Per round, the pickled size of the algorithm's client half in it
+            (also in the log, at INFO level).
 
     Raises:
         ValueError: For a setting out of range.
@@ -274,6 +258,7 @@ class RayExecutor(Executor):
         self.client_seconds: list[dict[int, float]] = []
         self.replaced: list[tuple[int, int, str]] = []
         self.snapshot_bytes: list[int] = []
+        self.client_half_bytes: list[int] = []
         self._ray: Any = None
         self._started_ray = False
         self._actors: list[Any] = []
@@ -326,6 +311,7 @@ class RayExecutor(Executor):
         self.client_seconds = []
         self.replaced = []
         self.snapshot_bytes = []
+        self.client_half_bytes = []
         log.info("ray executor: %d workers ready", len(self._actors))
 
     def _new_actor(self) -> Any:
@@ -350,7 +336,15 @@ class RayExecutor(Executor):
         round = tasks[0].round if tasks else 0
         blob = dump_runtime(runtime)
         self.snapshot_bytes.append(len(blob))
-        log.debug("round %d: runtime snapshot of %d bytes to the workers", round, len(blob))
+        half = len(self._ray.cloudpickle.dumps(runtime.hooks))
+        self.client_half_bytes.append(half)
+        log.info(
+            "round %d: client half of %s: %d bytes, in a runtime snapshot of %d bytes",
+            round,
+            type(runtime.hooks).__name__,
+            half,
+            len(blob),
+        )
         snapshot = ray.put(blob)
         shipped = [replace(t, message=t.message.to("cpu")) for t in tasks]
         by_client = {t.client: t for t in shipped}

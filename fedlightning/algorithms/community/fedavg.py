@@ -5,9 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 from typing_extensions import override
@@ -22,7 +21,7 @@ from fedlightning.models.follow import module_device
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.round import RoundPlan, RunHandle
+    from fedlightning.round import RoundPlan, ServerContext
 
 __all__ = ["CommunityFedAvg"]
 
@@ -68,6 +67,14 @@ class CommunityFedAvg(Algorithm):
         McMahan et al., AISTATS 2017 (FedAvg).
     """
 
+    server_attributes: ClassVar[tuple[str, ...]] = (
+        "phase1",
+        "phase1_result",
+        "communities",
+        "membership",
+        "states",
+    )
+
     def __init__(
         self,
         *,
@@ -101,15 +108,18 @@ class CommunityFedAvg(Algorithm):
 
     @override
     def setup(
-        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
+        self, server: ServerContext, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
-        super().setup(trainer, model, datamodule)
-        if self.phase1 is not None and not self.states:
+        """Run Phase I (unless the run resumes: the checkpoint holds the communities)."""
+        super().setup(server, model, datamodule)
+        if self.server.resuming and self.phase1 is not None:
+            return  # load_state_dict restores the communities and their models
+        if self.phase1 is not None:
             data = [datamodule.client_data(c)[0] for c in datamodule.client_ids]
             self.phase1_result = self.phase1.run(
                 data,
-                seed=trainer.seed_for(PHASE1_ROUND),
-                dispatch=lambda c, d, m: trainer.dispatch(PHASE1_ROUND, c, d, m),
+                seed=server.seed_for(PHASE1_ROUND),
+                dispatch=lambda c, d, m: server.dispatch(PHASE1_ROUND, c, d, m),
             )
             self.communities = self.phase1_result.communities
         self.membership = community_labels(self.communities, datamodule.num_clients).tolist()
@@ -138,7 +148,9 @@ class CommunityFedAvg(Algorithm):
 
     @override
     def server_message(self, round: int, client: int) -> Message:
-        return Message(self.states[self.community_of(client)], codec=self.downlink)
+        return Message.of_state(
+            self.global_model, self.states[self.community_of(client)], codec=self.downlink
+        )
 
     @override
     def aggregate(self, round: int, replies: list[Reply]) -> None:
@@ -149,10 +161,7 @@ class CommunityFedAvg(Algorithm):
             mean = weighted_average(
                 [r.message.decode() for r in members], [float(r.num_samples) for r in members]
             )
-            state = self.states[index]
-            with torch.no_grad():
-                for key, delta in mean.items():
-                    state[key].add_(delta.to(state[key].dtype))
+            self.apply_update(self.states[index], mean)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -170,7 +179,3 @@ class CommunityFedAvg(Algorithm):
         self.membership = community_labels(
             self.communities, len(self.membership) or sum(len(g) for g in self.communities)
         ).tolist()
-
-    def __repr__(self) -> str:
-        source = repr(self.phase1) if self.phase1 is not None else f"{len(self.communities)} given"
-        return f"CommunityFedAvg(communities={source}, epochs_per_round={self.epochs_per_round})"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -46,7 +46,7 @@ from fedlightning.models.follow import follow_module, module_device, to_module
 
 if TYPE_CHECKING:
     from fedlightning.datamodules import FederatedDataModule
-    from fedlightning.round import RunHandle
+    from fedlightning.round import ServerContext
 
 __all__ = ["FedFSNet"]
 
@@ -106,6 +106,14 @@ class FedFSNet(Algorithm):
         J. Guo et al., "Fed-FSNet: Mitigating Non-I.I.D. Federated Learning via Fuzzy
         Synthesizing Network", arXiv:2208.12044, 2022 (eq. 3, 9, 11; Algorithm 1).
     """
+
+    server_attributes: ClassVar[tuple[str, ...]] = (
+        "_hidden",
+        "_optimizer",
+        "client_stats",
+        "synthetic",
+        "synthetic_classes",
+    )
 
     def __init__(
         self,
@@ -183,9 +191,9 @@ class FedFSNet(Algorithm):
 
     @override
     def setup(
-        self, trainer: RunHandle, model: LightningModule, datamodule: FederatedDataModule
+        self, server: ServerContext, model: LightningModule, datamodule: FederatedDataModule
     ) -> None:
-        super().setup(trainer, model, datamodule)
+        super().setup(server, model, datamodule)
         num_classes = int(datamodule.num_classes)
         if num_classes < 2:
             raise ValueError(f"FedFSNet needs >= 2 classes, got num_classes={num_classes}")
@@ -196,7 +204,7 @@ class FedFSNet(Algorithm):
             )
         self.num_classes = num_classes
         self.input_shape = tuple(int(s) for s in datamodule.input_shape)
-        generator_seed = trainer.seed_for(0, _STREAM_HIDDEN)
+        generator_seed = server.seed_for(0, _STREAM_HIDDEN)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(generator_seed)
             hidden = self.make_hidden_model(self.num_classes, self.input_shape)
@@ -212,8 +220,9 @@ class FedFSNet(Algorithm):
     def server_message(self, round: int, client: int) -> Message:
         """The global weights; from round 2 on, plus D' (extras) and beta (a scalar)."""
         if self.synthetic is None:
-            return Message(self.global_state(), codec=self.downlink)
-        return Message(
+            return Message.of_state(self.global_model, self.global_state(), codec=self.downlink)
+        return Message.of_state(
+            self.global_model,
             self.global_state(),
             extras={SYNTHETIC: self.synthetic},
             scalars={BETA: float(self.beta(round))},
@@ -254,7 +263,7 @@ class FedFSNet(Algorithm):
             return
         hidden, optimizer = self.hidden_model, self._optimizer
         assert optimizer is not None
-        generator = torch.Generator().manual_seed(self.trainer.seed_for(round, _STREAM_HIDDEN))
+        generator = torch.Generator().manual_seed(self.server.seed_for(round, _STREAM_HIDDEN))
         model = self.global_model
         was_training = model.training
         model.eval()
@@ -283,7 +292,7 @@ class FedFSNet(Algorithm):
             model.train(was_training)
         self.synthetic, self.synthetic_classes = synthetic, classes
         tail = losses[-max(1, len(losses) // 10) :]
-        self.trainer.log_metrics(
+        self.server.log(
             {
                 "fsnet_hidden_loss": sum(tail) / len(tail),
                 "fsnet_synthetic_agreement": agreement,
@@ -312,9 +321,7 @@ class FedFSNet(Algorithm):
             raise ValueError("FedFSNet.client_message needs ctx.data, the client's datamodule")
         x, _ = ctx.data.client_data(ctx.client)
         mean, variance = client_statistics(x, self.statistics)
-        message.extras[MEAN] = mean
-        message.extras[VARIANCE] = variance
-        return message
+        return message.add_extras({MEAN: mean, VARIANCE: variance})
 
     # ------------------------------------------------------------------ state
     @override
@@ -338,12 +345,3 @@ class FedFSNet(Algorithm):
             synthetic = synthetic.to(module_device(self.global_model))
         self.synthetic = synthetic
         self.synthetic_classes = state["synthetic_classes"]
-
-    def __repr__(self) -> str:
-        return (
-            f"FedFSNet(num_synthetic={self.num_synthetic}, beta={self.beta!r}, "
-            f"statistics={self.statistics!r}, mixture_weights={self.mixture_weights!r}, "
-            f"dominance={self.dominance}, hidden_widths={self.hidden_widths}, "
-            f"hidden_steps={self.hidden_steps}, hidden_batch_size={self.hidden_batch_size}, "
-            f"hidden_lr={self.hidden_lr}, uplink={self.uplink!r}, downlink={self.downlink!r})"
-        )
