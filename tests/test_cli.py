@@ -60,7 +60,8 @@ def test_fit_with_config_and_overrides(
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["rounds"] == 1  # the override won over the file
     assert results["config"]["clients_per_round"] == 2
-    assert results["config"]["algorithm"].startswith("FedProx(mu=0.1")
+    assert results["config"]["algorithm"]["class"].endswith(".FedProx")
+    assert results["config"]["algorithm"]["mu"] == 0.1
     assert "acc_global" in results["test"]
     printed = capsys.readouterr().out
     assert f"results: {out / 'results.json'}" in printed

@@ -5,7 +5,8 @@ Seed-specific algorithms live in sub-modules: :mod:`fedlightning.algorithms.comm
 seed 004 (:class:`FedMorph`, :class:`FedMorphProx`, :class:`FedDropout`, :class:`FedPruned`).
 """
 
-from fedlightning.algorithms.base import Algorithm, ClientContext, Reply
+from fedlightning.algorithms.adaptive import FedAdagrad, FedAdam, FedAvgM, FedYogi
+from fedlightning.algorithms.base import Algorithm, ClientContext, Reply, ServerContext
 from fedlightning.algorithms.community import CommunityFedAvg, GroupIdentification
 from fedlightning.algorithms.fed_dropout import FedDropout
 from fedlightning.algorithms.fed_pruned import FedPruned
@@ -14,21 +15,28 @@ from fedlightning.algorithms.fedmorph import FedMorph, FedMorphProx
 from fedlightning.algorithms.fedprox import FedProx
 from fedlightning.algorithms.fsnet import FedFSNet
 from fedlightning.algorithms.functional import weighted_average
+from fedlightning.algorithms.server_optim import AdaptiveServerOptimizer
 from fedlightning.algorithms.subnetwork import SubNetworkAlgorithm
 
 __all__ = [
+    "AdaptiveServerOptimizer",
     "Algorithm",
     "ClientContext",
     "CommunityFedAvg",
+    "FedAdagrad",
+    "FedAdam",
     "FedAvg",
+    "FedAvgM",
     "FedDropout",
     "FedFSNet",
     "FedMorph",
     "FedMorphProx",
     "FedProx",
     "FedPruned",
+    "FedYogi",
     "GroupIdentification",
     "Reply",
+    "ServerContext",
     "SubNetworkAlgorithm",
     "weighted_average",
 ]

@@ -188,6 +188,7 @@ class Algorithm:
         server_only = self._server_only()
         half = object.__new__(type(self))
         half.__dict__.update({k: v for k, v in self.__dict__.items() if k not in server_only})
+        half.__dict__.update(_server=None, _global_model=None, _server_opt=None)
         half.__dict__["_is_client_half"] = True
         half.__dict__["_server_only_names"] = frozenset(server_only)
         if not self.__dict__.get("_warned_half"):
@@ -354,22 +355,24 @@ class Algorithm:
             mean: The aggregated update per key.
         """
         optimizer = self._server_opt
-        stepped: set[int] = set()
+        stepped: set[str] = set()
         if optimizer is not None:
-            held = {id(p): p for g in optimizer.param_groups for p in g["params"]}
+            # state_dict() tensors are detached views: match parameters by their storage.
+            held = {_storage(p): p for g in optimizer.param_groups for p in g["params"]}
             for key, delta in mean.items():
                 target = state.get(key)
-                if target is not None and id(target) in held:
-                    target.grad = -delta.to(target.dtype)
-                    stepped.add(id(target))
+                param = held.get(_storage(target)) if target is not None else None
+                if param is not None:
+                    param.grad = -delta.to(param.dtype)
+                    stepped.add(key)
             if stepped:
                 optimizer.step()
                 for p in held.values():
                     p.grad = None
         with torch.no_grad():
             for key, delta in mean.items():
-                target = state[key]
-                if id(target) not in stepped:
+                if key not in stepped:
+                    target = state[key]
                     target.add_(delta.to(target.dtype))
 
     def on_round_end(self, round: int) -> None:
@@ -499,6 +502,11 @@ def warn_large_attributes(half: Algorithm, limit: int = CLIENT_HALF_WARN_BYTES) 
                 f"{name!r} to {type(half).__name__}.server_attributes",
                 stacklevel=3,
             )
+
+
+def _storage(t: Tensor) -> tuple[Any, ...]:
+    """Where a tensor's values are: a parameter and its ``state_dict()`` view share it."""
+    return (t.device, t.dtype, tuple(t.shape), tuple(t.stride()), t.data_ptr())
 
 
 def _tensor_bytes(value: object) -> int:

@@ -150,8 +150,10 @@ def test_snapshot_leaves_the_trainer_and_the_data_behind() -> None:
 
     runtime = load_runtime(blob, dm)
     assert runtime.datamodule is dm
-    with pytest.raises(RuntimeError, match=r"self.trainer.datamodule on a Ray worker.*ctx.data"):
+    with pytest.raises(RuntimeError, match=r"client hook used the server context.*ctx.data"):
         _ = runtime.hooks.trainer.datamodule
+    with pytest.raises(RuntimeError, match=r"global_model is server state"):
+        _ = runtime.hooks.global_model
 
 
 class _DiesOnce(FedAvg):
