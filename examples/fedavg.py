@@ -21,7 +21,16 @@ from typing import Any
 from lightning.pytorch import LightningModule, seed_everything
 
 from fedlightning import FederatedTrainer
-from fedlightning.algorithms import Algorithm, FedAvg, FedProx
+from fedlightning.algorithms import (
+    Algorithm,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    FedYogi,
+    Scaffold,
+)
 from fedlightning.codecs import Codec, Float16, Identity, TopK
 from fedlightning.datamodules import (
     IID,
@@ -32,6 +41,16 @@ from fedlightning.datamodules import (
 )
 from fedlightning.models import CIFARClassifier, MNISTClassifier
 from fedlightning.script_args import add_trainer_arguments
+
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "fedavg": FedAvg,
+    "fedprox": FedProx,
+    "fedavgm": FedAvgM,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "fedadagrad": FedAdagrad,
+    "scaffold": Scaffold,
+}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -50,8 +69,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=60)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--algorithm", default="fedavg", choices=["fedavg", "fedprox"])
+    p.add_argument("--algorithm", default="fedavg", choices=sorted(ALGORITHMS))
     p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal coefficient")
+    p.add_argument(
+        "--server-lr", type=float, default=None, help="server learning rate (default: preset's)"
+    )
+    p.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM momentum")
+    p.add_argument("--tau", type=float, default=1e-3, help="FedAdam/FedYogi/FedAdagrad tau")
+    p.add_argument("--scaffold-option", default="II", choices=["I", "II"])
     p.add_argument("--uplink", default="identity", choices=["identity", "topk", "float16"])
     p.add_argument("--topk-ratio", type=float, default=0.1)
     p.add_argument("--executor", default="sequential")
@@ -78,8 +103,15 @@ def make_algorithm(args: argparse.Namespace) -> Algorithm:
     uplink: Codec = {"identity": Identity(), "float16": Float16()}.get(args.uplink) or TopK(
         args.topk_ratio
     )
+    server_lr = {} if args.server_lr is None else {"server_lr": args.server_lr}
     if args.algorithm == "fedprox":
         return FedProx(mu=args.mu, uplink=uplink)
+    if args.algorithm == "fedavgm":
+        return FedAvgM(momentum=args.server_momentum, uplink=uplink, **server_lr)
+    if args.algorithm in ("fedadam", "fedyogi", "fedadagrad"):
+        return ALGORITHMS[args.algorithm](tau=args.tau, uplink=uplink, **server_lr)
+    if args.algorithm == "scaffold":
+        return Scaffold(option=args.scaffold_option, uplink=uplink, **server_lr)
     return FedAvg(uplink=uplink)
 
 

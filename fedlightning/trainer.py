@@ -461,7 +461,8 @@ class FederatedTrainer:
         reply = outcome.reply
         if not self.placement.is_default:
             reply.message = reply.message.to(self.placement.device)
-        if self.algorithm.stateful_clients:
+        if self.algorithm.stateful_clients and _is_finite(reply.message):
+            # a client dropped for a non-finite update keeps its previous state
             self.client_states[reply.client] = outcome.state
         for callback in self.callbacks:
             callback.on_client_fit_end(self, rnd, reply)

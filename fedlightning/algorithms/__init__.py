@@ -15,6 +15,7 @@ from fedlightning.algorithms.fedmorph import FedMorph, FedMorphProx
 from fedlightning.algorithms.fedprox import FedProx
 from fedlightning.algorithms.fsnet import FedFSNet
 from fedlightning.algorithms.functional import weighted_average
+from fedlightning.algorithms.scaffold import Scaffold
 from fedlightning.algorithms.server_optim import AdaptiveServerOptimizer
 from fedlightning.algorithms.subnetwork import SubNetworkAlgorithm
 
@@ -36,6 +37,7 @@ __all__ = [
     "FedYogi",
     "GroupIdentification",
     "Reply",
+    "Scaffold",
     "ServerContext",
     "SubNetworkAlgorithm",
     "weighted_average",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 __all__ = ["capture_init", "format_settings", "render"]
 
 _ARGS = "_init_args"
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def capture_init(init: Callable[..., None]) -> Callable[..., None]:
@@ -78,7 +80,8 @@ def render(value: Any) -> Any:
         return f"{func}({', '.join(params)})"
     if inspect.isclass(value) or inspect.isfunction(value):
         return f"{value.__module__}.{value.__qualname__}"
-    return repr(value)
+    # Default reprs hold a memory address, which differs between two runs of one setting.
+    return _ADDRESS.sub("", repr(value))
 
 
 def format_settings(name: str, settings: Mapping[str, Any]) -> str:

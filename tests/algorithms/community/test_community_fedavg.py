@@ -110,3 +110,35 @@ def test_true_communities_and_bad_settings():
         CommunityFedAvg(communities=[[0]], phase1=GroupIdentification())
     with pytest.raises(ValueError, match="epochs_per_round"):
         CommunityFedAvg(communities=[[0]], epochs_per_round=[1, 0])
+
+
+def test_resume_keeps_the_communities_and_does_not_rerun_phase1(
+    two_class_data, brightness_detector, tmp_path, monkeypatch
+):
+    """Phase I runs once per run: a resumed run takes its communities from the checkpoint."""
+
+    def run(rounds, out, resume=None):
+        algo = CommunityFedAvg(phase1=GroupIdentification(brightness_detector(), tolerance=0.1))
+        trainer = _trainer(algo, rounds=rounds, output_dir=out, checkpoint_every=1, resume=resume)
+        torch.manual_seed(0)
+        model = ConvAutoencoder5()
+        trainer.fit(model, two_class_data)
+        return algo, trainer
+
+    full, full_trainer = run(3, tmp_path / "full")
+    run(2, tmp_path / "part")
+    calls = []
+    original = GroupIdentification.run
+    monkeypatch.setattr(
+        GroupIdentification, "run", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
+    resumed, resumed_trainer = run(
+        3, tmp_path / "part", resume=tmp_path / "part" / "checkpoints" / "round_0002.ckpt"
+    )
+    assert calls == []  # Phase I did not run again
+    assert resumed.communities == full.communities == [[0, 1, 2], [3, 4, 5]]
+    for a, b in zip(resumed.states, full.states, strict=True):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    # Phase I's bytes are counted once, in round 0, in both runs
+    assert resumed_trainer.results["bytes"] == full_trainer.results["bytes"]
