@@ -64,7 +64,7 @@ def test_the_pages_other_algorithms_train(namespace: dict[str, Any]) -> None:
     plain_trainer, _ = _fit(FedAvg(), rounds=1)
     extra = 3 * 2 * 64 * 4  # 3 clients send a mean and a variance of 64 floats
     assert stats_trainer.results["bytes"]["up"] == plain_trainer.results["bytes"]["up"] + extra
-    momentum_trainer, momentum = _fit(namespace["fedavgm"], rounds=2)
+    _, momentum = _fit(namespace["fedavgm"], rounds=2)
     _, plain = _fit(FedAvg(), rounds=2)
     assert not torch.equal(
         momentum.state_dict()["net.1.weight"], plain.state_dict()["net.1.weight"]
