@@ -30,6 +30,13 @@ its pool start-up time and a rounds-per-hour projection by worker count.
     python benchmarks/executors.py --workloads phase2_flat --rounds 2
     python benchmarks/executors.py --quick             # small, for a smoke test
     python benchmarks/executors.py --accelerator cuda --executors plain sequential vectorized
+    python benchmarks/executors.py --client-half       # what the Ray executor ships per round
+
+``--client-half`` measures, for FedMorph (masked ResNet8, distilling on the 10,000 test
+images, the paper's default) and Fed-FSNet (the small CNN) on Fashion-MNIST after one round,
+the pickled size of the algorithm's client half (what a Ray worker receives each round) and
+of the whole algorithm without its server context (what was shipped before algorithms had
+two halves), and their ratio.
 
 The CPU may be shared; figures are medians over rounds, but still noisy.
 """
@@ -43,6 +50,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -358,6 +366,50 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, object]:
     return summarize(name, setting, runs)
 
 
+def client_half_sizes() -> list[dict[str, object]]:
+    """Pickled bytes per round: the client half against the whole algorithm, after 1 round."""
+    import copy
+
+    from ray import cloudpickle
+
+    from fedlightning.algorithms import FedFSNet, FedMorph
+    from fedlightning.models import MNISTClassifier
+    from fedlightning.models.masked import MaskedResNet8
+
+    out: list[dict[str, object]] = []
+    cases: list[tuple[str, Callable[[], Any], Callable[[], LightningModule]]] = [
+        ("fedmorph", FedMorph, lambda: MaskedResNet8(masked=True)),
+        ("fsnet", FedFSNet, MNISTClassifier),
+    ]
+    for name, make_algorithm, make_model in cases:
+        algorithm = make_algorithm()
+        trainer = FederatedTrainer(
+            algorithm=algorithm,
+            rounds=1,
+            clients_per_round=2,
+            local_epochs=None,
+            local_steps=1,
+            eval_every=None,
+            progress_bar=False,
+            seed=0,
+        )
+        trainer.fit(make_model(), datamodule("core"))
+        whole = copy.copy(algorithm)
+        whole.__dict__["_server"] = None  # the trainer never travelled
+        whole_bytes = len(cloudpickle.dumps(whole))
+        half_bytes = len(cloudpickle.dumps(algorithm.client_half()))
+        out.append(
+            {
+                "workload": f"client_half_{name}",
+                "algorithm": type(algorithm).__name__,
+                "whole_algorithm_bytes": whole_bytes,
+                "client_half_bytes": half_bytes,
+                "ratio": half_bytes / whole_bytes,
+            }
+        )
+    return out
+
+
 def main() -> None:
     """Run the workloads and print one JSON line each."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -376,7 +428,14 @@ def main() -> None:
     parser.add_argument("--ray-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--quick", action="store_true", help="10 clients, 1 round per block")
+    parser.add_argument(
+        "--client-half", action="store_true", help="only the client-half sizes (no timing)"
+    )
     args = parser.parse_args()
+    if args.client_half:
+        for line in client_half_sizes():
+            print(json.dumps(line), flush=True)
+        return
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     for name in args.workloads:

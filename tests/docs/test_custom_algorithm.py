@@ -70,3 +70,14 @@ def test_the_pages_other_algorithms_train(namespace: dict[str, Any]) -> None:
         momentum.state_dict()["net.1.weight"], plain.state_dict()["net.1.weight"]
     )
     _fit(namespace["fedadam"], rounds=1)
+
+
+def test_the_pages_tester_snippet_passes(namespace: dict[str, Any]) -> None:
+    block = next(
+        b
+        for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+        if "AlgorithmTester" in b
+    )
+    scope = dict(namespace)
+    exec(compile(block, str(DOC), "exec"), scope)
+    scope["test_my_algorithm"]()
