@@ -233,10 +233,14 @@ class Algorithm:
     def global_model(self) -> LightningModule:
         """The server's model (set by :meth:`setup`; server half only)."""
         if self._global_model is None:
-            where = "the client half" if self._is_client_half else "an algorithm not set up"
-            raise RuntimeError(
-                f"{type(self).__name__}.global_model is server state, not available in {where}"
-            )
+            if self._is_client_half:
+                raise RuntimeError(
+                    f"{type(self).__name__}.global_model is server state, not available in "
+                    "the client half: a client hook read it. Client hooks read what the "
+                    "server sent (ctx.received, ctx.message.extras); put anything else they "
+                    "need in server_message"
+                )
+            raise RuntimeError(f"{type(self).__name__} is not set up: call trainer.fit first")
         return self._global_model
 
     @global_model.setter
