@@ -30,8 +30,10 @@ from fedlightning.algorithms import (
     FedPruned,
     GroupIdentification,
 )
+from fedlightning.algorithms.adaptive import FedAdagrad, FedAdam, FedAvgM, FedYogi
 from fedlightning.algorithms.fsnet import ConstantBeta
 from fedlightning.algorithms.functional import proximal_term, weighted_average
+from fedlightning.algorithms.scaffold import Scaffold
 from fedlightning.datamodules import IID, FederatedDataModule
 from fedlightning.datamodules.anomaly import AnomalyDataModule
 from fedlightning.messages import Message
@@ -39,16 +41,6 @@ from fedlightning.models.autoencoders import ConvAutoencoder5
 from fedlightning.models.masked import MaskedResNet8
 from fedlightning.round import STREAM_SELECT, ClientContext, Reply
 from fedlightning.testing import AlgorithmTester, assert_same_state, init_parameters
-
-# Teammates' algorithms: tested when present.
-try:
-    from fedlightning.algorithms.adaptive import FedAdagrad, FedAdam, FedAvgM, FedYogi
-except ImportError:  # pragma: no cover - depends on the checkout
-    FedAdagrad = FedAdam = FedAvgM = FedYogi = None  # type: ignore[assignment,misc]
-try:
-    from fedlightning.algorithms.scaffold import Scaffold
-except ImportError:  # pragma: no cover - depends on the checkout
-    Scaffold = None  # type: ignore[assignment,misc]
 
 # ---------------------------------------------------------------------------- workloads
 
@@ -124,13 +116,11 @@ class Case:
         checks: The checks to run (default: every check that applies per the tester's
             flags).
         executors: What ``check_executors`` compares with the sequential executor.
-        needs: The name of a teammate's algorithm this case needs (skipped without it).
     """
 
     tester: Callable[[], AlgorithmTester]
     checks: tuple[str, ...] | None = None
     executors: tuple[str, ...] = ("vectorized", "auto")
-    needs: object = True
 
 
 def fsnet() -> FedFSNet:
@@ -166,18 +156,12 @@ CASES: dict[str, Case] = {
     "fedavg_local_bn": Case(lambda: fedavg_like(lambda: FedAvg(local_bn=True))),
     "fedprox": Case(lambda: fedavg_like(lambda: FedProx(mu=0.1), stacks=True, proximal="mu")),
     # u_1 = g_1 and server_lr = 1: round 1 is FedAvg's (documented).
-    "fedavgm": Case(lambda: fedavg_like(FedAvgM, stacks=True), needs=FedAvgM),
-    "fedadam": Case(
-        lambda: AlgorithmTester(FedAdam, stacks=True, plain_messages=True), needs=FedAdam
-    ),
-    "fedyogi": Case(
-        lambda: AlgorithmTester(FedYogi, stacks=True, plain_messages=True), needs=FedYogi
-    ),
-    "fedadagrad": Case(
-        lambda: AlgorithmTester(FedAdagrad, stacks=True, plain_messages=True), needs=FedAdagrad
-    ),
+    "fedavgm": Case(lambda: fedavg_like(FedAvgM, stacks=True)),
+    "fedadam": Case(lambda: AlgorithmTester(FedAdam, stacks=True, plain_messages=True)),
+    "fedyogi": Case(lambda: AlgorithmTester(FedYogi, stacks=True, plain_messages=True)),
+    "fedadagrad": Case(lambda: AlgorithmTester(FedAdagrad, stacks=True, plain_messages=True)),
     # Round 1 (c = c_i = 0, server_lr = 1) is FedAvg's; messages carry control variates.
-    "scaffold": Case(lambda: AlgorithmTester(Scaffold, reduces_to_sgd=True), needs=Scaffold),
+    "scaffold": Case(lambda: AlgorithmTester(Scaffold, reduces_to_sgd=True)),
     "community_fedavg": Case(
         lambda: AlgorithmTester(
             lambda: CommunityFedAvg(communities=[[0, 2, 4], [1, 3, 5]]), stacks=True
@@ -230,16 +214,6 @@ CASES: dict[str, Case] = {
 def _params() -> list[Any]:
     params = []
     for name, case in CASES.items():
-        if case.needs is None:
-            params.append(
-                pytest.param(
-                    name,
-                    "run_all",
-                    id=f"{name}-missing",
-                    marks=pytest.mark.skip(reason=f"{name} is not in this checkout"),
-                )
-            )
-            continue
         checks = case.checks or tuple(case.tester().applicable_checks())
         params += [pytest.param(name, check, id=f"{name}-{check}") for check in checks]
     return params
