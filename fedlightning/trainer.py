@@ -244,6 +244,7 @@ class FederatedTrainer:
         self._pending: dict[str, float] = {}
         self._wall_offset = 0.0
         self._disabled_loggers: set[int] = set()
+        self._warned_state = False
 
     # ------------------------------------------------------------------ public state
     @property
@@ -464,6 +465,15 @@ class FederatedTrainer:
         if self.algorithm.stateful_clients and _is_finite(reply.message):
             # a client dropped for a non-finite update keeps its previous state
             self.client_states[reply.client] = outcome.state
+        elif outcome.state and not self.algorithm.stateful_clients and not self._warned_state:
+            self._warned_state = True
+            log.warning(
+                "%s's client hooks wrote ctx.state (keys %s), but its stateful_clients is "
+                "False, so the state is discarded after each round; return True from "
+                "stateful_clients to keep it (and checkpoint it)",
+                type(self.algorithm).__name__,
+                sorted(outcome.state)[:5],
+            )
         for callback in self.callbacks:
             callback.on_client_fit_end(self, rnd, reply)
         self.dispatch(rnd, reply.client, "up", reply.message)

@@ -584,7 +584,9 @@ class VectorizedExecutor(Executor):
             run inside ``vmap`` (FedProx's is built in).
 
     Attributes:
+        stacked_rounds: The rounds trained as one stacked model.
         fallbacks: ``(round, reason)`` for every round run sequentially instead.
+        seconds: Wall time of each stacked round.
 
     Example:
         >>> from fedlightning import FederatedTrainer
@@ -604,6 +606,7 @@ class VectorizedExecutor(Executor):
                 )
         self.vmap_losses = tuple(vmap_losses)
         self.fallbacks: list[tuple[int, str]] = []
+        self.stacked_rounds: list[int] = []
         self.seconds: list[float] = []
         self._sequential = SequentialExecutor()
         self._worker: LightningModule | None = None
@@ -622,6 +625,7 @@ class VectorizedExecutor(Executor):
         self._disabled = vectorizable(self._worker, runtime.hooks, self.vmap_losses)
         self._disabled = self._disabled or _runtime_reason(runtime, self._worker)
         self.fallbacks = []
+        self.stacked_rounds = []
         self.seconds = []
 
     @override
@@ -644,6 +648,7 @@ class VectorizedExecutor(Executor):
                 runtime, tasks, round, f"vectorized training raised {type(exc).__name__}: {exc}"
             )
         out = stacked.finish()
+        self.stacked_rounds.append(round)
         self.seconds.append(time.perf_counter() - start)
         return out
 

@@ -186,9 +186,9 @@ class _Sizes(Partitioner):
 def stacked_rounds(executor: Executor) -> int:
     """How many rounds an executor trained as one stacked (vectorized) model.
 
-    Reads :class:`~fedlightning.executors.vectorized.VectorizedExecutor`'s per-stacked-round
-    timings (``seconds``; rounds it ran sequentially are in ``fallbacks`` instead), directly
-    or inside an :class:`~fedlightning.executors.auto.AutoExecutor`. Other executors: 0.
+    Reads :class:`~fedlightning.executors.vectorized.VectorizedExecutor`'s ``stacked_rounds``
+    (rounds it ran sequentially are in ``fallbacks`` instead), directly or inside an
+    :class:`~fedlightning.executors.auto.AutoExecutor`. Other executors: 0.
 
     Args:
         executor: The executor of a finished fit (``trainer.executor``).
@@ -200,9 +200,9 @@ def stacked_rounds(executor: Executor) -> int:
     from fedlightning.executors.vectorized import VectorizedExecutor
 
     if isinstance(executor, VectorizedExecutor):
-        return len(executor.seconds)
+        return len(executor.stacked_rounds)
     if isinstance(executor, AutoExecutor):
-        return len(executor.vectorized.seconds)
+        return len(executor.vectorized.stacked_rounds)
     return 0
 
 

@@ -204,3 +204,30 @@ def test_runs_that_differ_in_a_setting_differ_in_their_config(change: dict) -> N
     )
     assert base != other
     assert config(FedAvg(), _ClassifierWithHparams(), 0) == base
+
+
+def test_client_state_written_without_stateful_clients_is_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Forgets(FedAvg):
+        def client_message(self, ctx, module):  # type: ignore[no-untyped-def]
+            ctx.state["seen"] = ctx.round
+            return super().client_message(ctx, module)
+
+    class Keeps(Forgets):
+        @property
+        def stateful_clients(self) -> bool:
+            return True
+
+    with caplog.at_level("WARNING", logger="fedlightning.trainer"):
+        forgets = _trainer(Forgets(), rounds=2, eval_every=None)
+        forgets.fit(BoringClassifier(in_features=64), image_datamodule())
+    warned = [r for r in caplog.records if "wrote ctx.state" in r.getMessage()]
+    assert len(warned) == 1 and "['seen']" in warned[0].getMessage()
+    assert forgets.client_states == {}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fedlightning.trainer"):
+        keeps = _trainer(Keeps(), rounds=2, eval_every=None)
+        keeps.fit(BoringClassifier(in_features=64), image_datamodule())
+    assert not [r for r in caplog.records if "wrote ctx.state" in r.getMessage()]
+    assert keeps.client_states and all("seen" in s for s in keeps.client_states.values())
