@@ -10,7 +10,8 @@ Nothing here imports the trainer: algorithms and executors depend on this module
   with the client's new persistent state.
 * :func:`derive_seed` / :func:`derive_rng` and the named seed streams every random choice
   derives from.
-* :class:`RunHandle`: the part of the trainer that server-side algorithm hooks may use.
+* :class:`ServerContext`: what server-side algorithm hooks see of the run (``self.server``),
+  a narrow face of any :class:`RunHandle` (the trainer is one).
 
 References:
     H. B. McMahan et al., "Communication-Efficient Learning of Deep Networks from
@@ -198,9 +199,10 @@ class ClientFailure:
 
 
 class RunHandle(Protocol):
-    """What server-side algorithm hooks may use of the run (``FederatedTrainer`` is one).
+    """What a :class:`ServerContext` reads of the run (``FederatedTrainer`` is one).
 
-    Client-side hooks never see it: they run wherever the executor puts them, with only a
+    Algorithms never hold it: server hooks get the :class:`ServerContext` in front of it,
+    and client hooks run wherever the executor puts them, with only a
     :class:`ClientContext`.
     """
 
