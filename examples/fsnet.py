@@ -42,6 +42,7 @@ from fedlightning.algorithms.fsnet import (
     PayloadBreakdown,
     StepDecay,
 )
+from fedlightning.codecs import Codec, Float16, UInt8
 from fedlightning.datamodules import IID, FederatedDataModule, SortedShards
 from fedlightning.executors.vectorized import VectorizedExecutor
 from fedlightning.models import CIFARClassifier, MNISTClassifier
@@ -85,6 +86,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal coefficient")
     p.add_argument("--num-synthetic", type=int, default=60, help="Fed-FSNet: size of D'")
+    p.add_argument(
+        "--synthetic-codec",
+        default="identity",
+        choices=sorted(SYNTHETIC_CODECS),
+        help="Fed-FSNet: how D' travels (float32 as is, float16, or 8-bit per sample)",
+    )
     p.add_argument("--beta-initial", type=float, default=1.0)
     p.add_argument("--beta-factor", type=float, default=0.1)
     p.add_argument("--beta-every", type=int, default=10)
@@ -129,6 +136,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+SYNTHETIC_CODECS: dict[str, Codec | None] = {
+    "identity": None,
+    "float16": Float16(),
+    "uint8": UInt8(per_row=True),
+}
+
+
 def make_algorithm(method: str, args: argparse.Namespace) -> Algorithm:
     """The algorithm of a method name."""
     if method == "fedprox":
@@ -142,6 +156,7 @@ def make_algorithm(method: str, args: argparse.Namespace) -> Algorithm:
             hidden_steps=args.hidden_steps,
             hidden_batch_size=args.hidden_batch_size,
             hidden_lr=args.hidden_lr,
+            synthetic_codec=SYNTHETIC_CODECS[args.synthetic_codec],
         )
     return FedAvg()
 

@@ -9,6 +9,8 @@ References:
     TopK sparsification as used by FedMorph's baselines: Z. Wang et al., "FedMorph:
     Communication Efficient Federated Learning via Morphing Neural Network" (seed 004);
     A. F. Aji and K. Heafield, "Sparse Communication for Distributed Gradient Descent", 2017.
+    UInt8's affine (asymmetric) quantization: B. Jacob et al., "Quantization and Training of
+    Neural Networks for Efficient Integer-Arithmetic-Only Inference", CVPR 2018.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-__all__ = ["Codec", "Float16", "Identity", "TopK", "index_dtype"]
+__all__ = ["Codec", "Float16", "Identity", "TopK", "UInt8", "index_dtype"]
 
 
 def index_dtype(numel: int) -> torch.dtype:
@@ -145,3 +147,99 @@ class TopK(Codec):
 
     def __repr__(self) -> str:
         return f"TopK(ratio={self.ratio})"
+
+
+class UInt8(Codec):
+    """Affine 8-bit quantization: each value becomes ``round((x - lo) / scale)`` in 0..255.
+
+    With ``lo`` and ``hi`` the minimum and maximum of the values quantized together and
+    ``scale = (hi - lo) / 255``, a value travels as one ``uint8`` code ``q`` and comes back as
+    ``lo + q * scale``, within ``scale / 2`` of where it started (Jacob et al., CVPR 2018,
+    eq. 1, with the zero point folded into ``lo``). ``per_row=True`` quantizes every slice
+    along dim 0 (every image of a batch) with its own ``lo`` and ``scale``; ``False`` uses
+    one pair for the whole tensor (as does a 0-d tensor in either mode).
+
+    The parts are ``{"q": uint8 codes (the tensor's shape), "lo": float32, "scale":
+    float32}``, ``lo`` and ``scale`` of shape ``(rows,)`` per row or 0-d per tensor; the bytes
+    counted are ``numel`` plus 8 per row (plus 8 per tensor). A constant row (``hi ==
+    lo``) has ``scale = 0`` and decodes exactly to its value (any float16, bfloat16 or
+    float32 value; a float64 one is rounded to float32). Integer tensors travel as they are.
+
+    Args:
+        per_row: One ``lo``/``scale`` pair per slice along dim 0 (default) instead of one
+            for the whole tensor.
+
+    Raises:
+        ValueError: If ``per_row`` is not a bool; :meth:`encode` if a value is not finite.
+
+    Example:
+        >>> import torch
+        >>> from fedlightning.messages import Message
+        >>> images = torch.rand(60, 1, 28, 28)
+        >>> Message(extras=UInt8().encode(images)).nbytes  # 60 * 784 codes + 60 * 8
+        47520
+    """
+
+    LEVELS = 255
+
+    def __init__(self, per_row: bool = True) -> None:
+        if not isinstance(per_row, bool):
+            raise ValueError(f"UInt8 per_row must be a bool, got per_row={per_row!r}")
+        self.per_row = per_row
+
+    def encode(self, tensor: Tensor) -> dict[str, Tensor]:
+        """See :meth:`Codec.encode`.
+
+        Raises:
+            ValueError: If ``tensor`` holds an infinite or NaN value, or values whose range
+                (max - min) float32 cannot hold.
+        """
+        if not tensor.is_floating_point():
+            return {"data": tensor}
+        work = tensor.detach().to(_work_dtype(tensor.dtype))
+        per_row = self.per_row and work.dim() > 0
+        shape = (work.shape[0], math.prod(work.shape[1:])) if per_row else (1, work.numel())
+        rows = work.reshape(shape)
+        if rows.shape[1] == 0:  # no values: nothing to quantize
+            lo = torch.zeros(rows.shape[0], dtype=torch.float32, device=work.device)
+            scale = torch.zeros_like(lo)
+            codes = torch.zeros(work.shape, dtype=torch.uint8, device=work.device)
+            return {
+                "q": codes,
+                "lo": lo if per_row else lo[0],
+                "scale": scale if per_row else scale[0],
+            }
+        if not bool(torch.isfinite(rows).all()):
+            raise ValueError("UInt8 can only encode finite values: the tensor holds inf or NaN")
+        low, high = rows.amin(dim=1), rows.amax(dim=1)
+        # What travels (float32) is what both ends compute with.
+        lo = low.to(torch.float32)
+        scale = ((high - low) / self.LEVELS).to(torch.float32)
+        if not bool(torch.isfinite(scale * self.LEVELS).all()):
+            raise ValueError("UInt8 can only encode values whose range float32 can hold")
+        lo_w, scale_w = lo.to(work.dtype)[:, None], scale.to(work.dtype)[:, None]
+        divisor = torch.where(scale_w > 0, scale_w, torch.ones_like(scale_w))
+        codes = ((rows - lo_w) / divisor).round_().clamp_(0, self.LEVELS).to(torch.uint8)
+        if not per_row:
+            lo, scale = lo[0], scale[0]
+        return {"q": codes.reshape(work.shape), "lo": lo, "scale": scale}
+
+    def decode(self, parts: dict[str, Tensor], shape: torch.Size, dtype: torch.dtype) -> Tensor:
+        """See :meth:`Codec.decode`."""
+        if "data" in parts:
+            return parts["data"].reshape(shape).to(dtype)
+        codes = parts["q"].reshape(shape)
+        work = _work_dtype(dtype)
+        lo, scale = parts["lo"].to(work), parts["scale"].to(work)
+        if lo.dim() > 0:  # per row: broadcast along dim 0
+            lo = lo.reshape(-1, *([1] * (codes.dim() - 1)))
+            scale = scale.reshape(-1, *([1] * (codes.dim() - 1)))
+        return (lo + codes.to(work) * scale).to(dtype)
+
+    def __repr__(self) -> str:
+        return f"UInt8(per_row={self.per_row})"
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64 tensors, float32 for every other floating type."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

@@ -5,8 +5,12 @@ One round, in the library's hooks:
 
 * ``server_message``: the global weights, plus the synthetic samples D' (extras) and the
   round's beta (a scalar) once D' exists (from round 2; round 1 is plain FedAvg, as in
-  Algorithm 1, line 3);
-* ``training_loss`` (client): eq. (11), cross-entropy + beta * KL(U || P(y|x')) on D';
+  Algorithm 1, line 3). D' travels as the float32 extra ``"synthetic"``, or, with a
+  ``synthetic_codec``, as the parts of its encoding (extras ``"synthetic/<part>"``, e.g.
+  ``"synthetic/q"``, ``"synthetic/lo"``, ``"synthetic/scale"`` for
+  :class:`~fedlightning.codecs.UInt8`), so that the message counts their bytes exactly;
+* ``training_loss`` (client): eq. (11), cross-entropy + beta * KL(U || P(y|x')) on D'
+  (decoded once per client run when it travels encoded);
 * ``client_message`` (client): the weight update plus the client's mean and variance
   (extras, so their bytes are counted);
 * ``aggregate`` (server): FedAvg, and the clients' statistics are kept (latest per client);
@@ -40,7 +44,7 @@ from fedlightning.algorithms.fsnet.functional import (
 )
 from fedlightning.algorithms.fsnet.hidden import HiddenModel, MixturePrior, train_hidden_model
 from fedlightning.algorithms.fsnet.schedules import BetaSchedule, StepDecay
-from fedlightning.codecs import Codec
+from fedlightning.codecs import Codec, Identity
 from fedlightning.messages import Message
 from fedlightning.models.follow import follow_module, module_device, to_module
 
@@ -56,6 +60,7 @@ VARIANCE = "variance"
 BETA = "beta"
 
 _STREAM_HIDDEN = 3003
+_CTX_SYNTHETIC = "_fsnet_synthetic"  # D' as decoded by a client, cached on its ClientContext
 
 
 class FedFSNet(Algorithm):
@@ -85,18 +90,28 @@ class FedFSNet(Algorithm):
         hidden_batch_size: Mixture draws per hidden-model step (not in the paper).
         hidden_lr: Adam learning rate of the hidden model (not in the paper).
         uplink: Codec for client updates.
-        downlink: Codec for the global weights (D' travels as it is).
+        downlink: Codec for the global weights (D' has its own, ``synthetic_codec``).
         local_bn: Keep BatchNorm layers local.
+        synthetic_codec: Codec for D' on the downlink (not in the paper, whose D' is sent
+            as it is): e.g. :class:`~fedlightning.codecs.Float16` (half the bytes) or
+            :class:`~fedlightning.codecs.UInt8` (8-bit codes plus a float32 offset and
+            scale per sample: about a quarter). Its parts travel as extras
+            ``"synthetic/<part>"`` and each client decodes them back to float32 images of
+            shape ``(num_synthetic, *input_shape)`` once per local run. ``None`` (or
+            :class:`~fedlightning.codecs.Identity`): D' travels as float32 images under
+            ``"synthetic"``, as without this argument.
 
     Raises:
-        ValueError: If a setting is out of range.
+        ValueError: If a setting is out of range, or ``synthetic_codec`` is not a
+            :class:`~fedlightning.codecs.Codec`.
 
     Placement: the hidden model H lives where the trainer put the global model (its device
     and floating dtype; float32 under mixed precision, where server-side work runs without
     autocast) and is trained there; the mixture draws and S come from a CPU generator and
-    are moved, so a GPU run draws the numbers a CPU run draws. D' travels as float32 images
-    whatever the precision, as the datasets' images do; clients convert it to their module's
-    device and dtype. Under ``precision="bf16-true"`` H and its Adam optimizer are bfloat16.
+    are moved, so a GPU run draws the numbers a CPU run draws. D' is float32 images whatever
+    the precision, as the datasets' images are (and travels so unless ``synthetic_codec``
+    encodes it); clients convert it to their module's device and dtype. Under
+    ``precision="bf16-true"`` H and its Adam optimizer are bfloat16.
 
     Example:
         >>> from fedlightning.algorithms.fsnet import ConstantBeta
@@ -113,6 +128,7 @@ class FedFSNet(Algorithm):
         "client_stats",
         "synthetic",
         "synthetic_classes",
+        "_synthetic_encoded",
     )
 
     def __init__(
@@ -130,8 +146,14 @@ class FedFSNet(Algorithm):
         uplink: Codec | None = None,
         downlink: Codec | None = None,
         local_bn: bool = False,
+        synthetic_codec: Codec | None = None,
     ) -> None:
         super().__init__(uplink=uplink, downlink=downlink, local_bn=local_bn)
+        if synthetic_codec is not None and not isinstance(synthetic_codec, Codec):
+            raise ValueError(
+                "synthetic_codec must be a fedlightning.codecs.Codec (e.g. UInt8()) or None, "
+                f"got synthetic_codec={synthetic_codec!r}"
+            )
         for name, value in (
             ("num_synthetic", num_synthetic),
             ("hidden_steps", hidden_steps),
@@ -166,6 +188,7 @@ class FedFSNet(Algorithm):
         self.hidden_steps = hidden_steps
         self.hidden_batch_size = hidden_batch_size
         self.hidden_lr = float(hidden_lr)
+        self.synthetic_codec: Codec = synthetic_codec if synthetic_codec is not None else Identity()
         self._hidden: nn.Module | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self.num_classes = 0
@@ -173,6 +196,8 @@ class FedFSNet(Algorithm):
         self.client_stats: dict[int, tuple[Tensor, Tensor, int]] = {}
         self.synthetic: Tensor | None = None
         self.synthetic_classes: Tensor | None = None
+        # (D', its encoded extras): encoded once per D', not once per client message.
+        self._synthetic_encoded: tuple[Tensor, dict[str, Tensor]] | None = None
 
     # ------------------------------------------------------------------ server
     @property
@@ -215,16 +240,41 @@ class FedFSNet(Algorithm):
         self.client_stats = {}
         self.synthetic = None
         self.synthetic_classes = None
+        self._synthetic_encoded = None
+
+    def _sends_plain(self) -> bool:
+        return type(self.synthetic_codec) is Identity
+
+    def synthetic_extras(self) -> dict[str, Tensor]:
+        """The extras that carry D' (empty before D' exists).
+
+        ``{"synthetic": D'}`` without a ``synthetic_codec``; else the parts of
+        ``synthetic_codec.encode(D')`` as ``{"synthetic/<part>": ...}``, encoded once per D'.
+        """
+        synthetic = self.synthetic
+        if synthetic is None:
+            return {}
+        if self._sends_plain():
+            return {SYNTHETIC: synthetic}
+        cached = self._synthetic_encoded
+        if cached is None or cached[0] is not synthetic:
+            parts = self.synthetic_codec.encode(synthetic)
+            cached = (synthetic, {f"{SYNTHETIC}/{name}": part for name, part in parts.items()})
+            self._synthetic_encoded = cached
+        return dict(cached[1])
 
     @override
     def server_message(self, round: int, client: int) -> Message:
-        """The global weights; from round 2 on, plus D' (extras) and beta (a scalar)."""
+        """The global weights; from round 2 on, plus D' (extras) and beta (a scalar).
+
+        D' is encoded by ``synthetic_codec`` (:meth:`synthetic_extras`).
+        """
         if self.synthetic is None:
             return Message.of_state(self.global_model, self.global_state(), codec=self.downlink)
         return Message.of_state(
             self.global_model,
             self.global_state(),
-            extras={SYNTHETIC: self.synthetic},
+            extras=self.synthetic_extras(),
             scalars={BETA: float(self.beta(round))},
             codec=self.downlink,
         )
@@ -301,17 +351,72 @@ class FedFSNet(Algorithm):
         )
 
     # ------------------------------------------------------------------ client
+    def received_synthetic(
+        self, message: Message, device: torch.device | str | None = None
+    ) -> Tensor | None:
+        """D' as a client gets it from ``message``: float32 images, or ``None`` if absent.
+
+        The plain ``"synthetic"`` extra is returned as it is; encoded parts
+        (``"synthetic/<part>"``) are decoded by ``synthetic_codec`` into shape
+        ``(num_synthetic, *input_shape)``.
+
+        Args:
+            message: A message built by :meth:`server_message`.
+            device: Where to decode (the parts are moved there first); default: where they
+                are.
+
+        Returns:
+            D' (float32 for a float32 D'), or ``None`` when the message carries none.
+
+        Raises:
+            RuntimeError: If the parts need decoding but the algorithm was never set up
+                (the input shape is unknown).
+        """
+        plain = message.extras.get(SYNTHETIC)
+        if plain is not None:
+            return plain
+        prefix = f"{SYNTHETIC}/"
+        parts = {k[len(prefix) :]: v for k, v in message.extras.items() if k.startswith(prefix)}
+        if not parts:
+            return None
+        if not self.input_shape:
+            raise RuntimeError(
+                "FedFSNet cannot decode the synthetic samples: input_shape is unknown (the "
+                "algorithm is set up by trainer.fit)"
+            )
+        if device is not None:
+            parts = {k: v.to(device) for k, v in parts.items()}
+        shape = torch.Size((self.num_synthetic, *self.input_shape))
+        return self.synthetic_codec.decode(parts, shape, torch.float32)
+
     @override
     def training_loss(
         self, ctx: ClientContext, module: LightningModule, batch: Any, loss: Tensor
     ) -> Tensor:
-        """Eq. (11): ``loss + beta * KL(U || P(y | x'))`` averaged over D'."""
-        synthetic = ctx.message.extras.get(SYNTHETIC)
+        """Eq. (11): ``loss + beta * KL(U || P(y | x'))`` averaged over D'.
+
+        Encoded D' (``synthetic_codec``) is decoded at the first batch of the client run and
+        kept on ``ctx`` for the others.
+        """
         beta = ctx.message.scalars.get(BETA, 0.0)
-        if synthetic is None or beta == 0.0:
+        if beta == 0.0:
+            return loss
+        synthetic = self._client_synthetic(ctx, module)
+        if synthetic is None:
             return loss
         logits = module(to_module(synthetic, module))
         return loss + beta * kl_uniform(logits)
+
+    def _client_synthetic(self, ctx: ClientContext, module: LightningModule) -> Tensor | None:
+        plain = ctx.message.extras.get(SYNTHETIC)
+        if plain is not None:  # as before synthetic_codec: nothing to decode or cache
+            return plain
+        cached = ctx.__dict__.get(_CTX_SYNTHETIC)
+        if cached is not None and cached[0] is ctx.message:
+            return cached[1]
+        synthetic = self.received_synthetic(ctx.message, device=module_device(module))
+        ctx.__dict__[_CTX_SYNTHETIC] = (ctx.message, synthetic)
+        return synthetic
 
     @override
     def client_message(self, ctx: ClientContext, module: LightningModule) -> Message:
@@ -345,3 +450,4 @@ class FedFSNet(Algorithm):
             synthetic = synthetic.to(module_device(self.global_model))
         self.synthetic = synthetic
         self.synthetic_classes = state["synthetic_classes"]
+        self._synthetic_encoded = None
