@@ -24,7 +24,11 @@ import functools
 import torch
 
 from fedlightning.algorithms.fedavg import FedAvg
-from fedlightning.algorithms.server_optim import AdaptiveServerOptimizer, check_hyperparameters
+from fedlightning.algorithms.server_optim import (
+    AdaptiveServerOptimizer,
+    ServerOptimizerMode,
+    check_hyperparameters,
+)
 from fedlightning.codecs import Codec
 
 __all__ = ["FedAdagrad", "FedAdam", "FedAvgM", "FedYogi"]
@@ -124,21 +128,11 @@ class FedAdam(FedAvg):
         downlink: Codec | None = None,
         local_bn: bool = False,
     ) -> None:
-        check_hyperparameters(
-            lr=server_lr, beta1=beta1, beta2=beta2, tau=tau, owner="FedAdam", names=_NAMES
-        )
         super().__init__(
             uplink=uplink,
             downlink=downlink,
             local_bn=local_bn,
-            server_optimizer=functools.partial(
-                AdaptiveServerOptimizer,
-                mode="adam",
-                lr=float(server_lr),
-                beta1=float(beta1),
-                beta2=float(beta2),
-                tau=float(tau),
-            ),
+            server_optimizer=_adaptive("adam", "FedAdam", server_lr, beta1, beta2, tau),
         )
 
 
@@ -180,21 +174,11 @@ class FedYogi(FedAvg):
         downlink: Codec | None = None,
         local_bn: bool = False,
     ) -> None:
-        check_hyperparameters(
-            lr=server_lr, beta1=beta1, beta2=beta2, tau=tau, owner="FedYogi", names=_NAMES
-        )
         super().__init__(
             uplink=uplink,
             downlink=downlink,
             local_bn=local_bn,
-            server_optimizer=functools.partial(
-                AdaptiveServerOptimizer,
-                mode="yogi",
-                lr=float(server_lr),
-                beta1=float(beta1),
-                beta2=float(beta2),
-                tau=float(tau),
-            ),
+            server_optimizer=_adaptive("yogi", "FedYogi", server_lr, beta1, beta2, tau),
         )
 
 
@@ -234,18 +218,33 @@ class FedAdagrad(FedAvg):
         downlink: Codec | None = None,
         local_bn: bool = False,
     ) -> None:
-        check_hyperparameters(
-            lr=server_lr, beta1=beta1, beta2=0.0, tau=tau, owner="FedAdagrad", names=_NAMES
-        )
         super().__init__(
             uplink=uplink,
             downlink=downlink,
             local_bn=local_bn,
-            server_optimizer=functools.partial(
-                AdaptiveServerOptimizer,
-                mode="adagrad",
-                lr=float(server_lr),
-                beta1=float(beta1),
-                tau=float(tau),
-            ),
+            server_optimizer=_adaptive("adagrad", "FedAdagrad", server_lr, beta1, None, tau),
         )
+
+
+def _adaptive(
+    mode: ServerOptimizerMode,
+    owner: str,
+    server_lr: float,
+    beta1: float,
+    beta2: float | None,
+    tau: float,
+) -> functools.partial[AdaptiveServerOptimizer]:
+    """The checked factory of one adaptive preset (``beta2=None``: Adagrad has none)."""
+    check_hyperparameters(
+        lr=server_lr,
+        beta1=beta1,
+        beta2=0.0 if beta2 is None else beta2,
+        tau=tau,
+        owner=owner,
+        names=_NAMES,
+    )
+    settings: dict[str, float] = {"lr": float(server_lr), "beta1": float(beta1)}
+    if beta2 is not None:
+        settings["beta2"] = float(beta2)
+    settings["tau"] = float(tau)
+    return functools.partial(AdaptiveServerOptimizer, mode=mode, **settings)  # type: ignore[arg-type]
