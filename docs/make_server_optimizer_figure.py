@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+import results_tables
+
 RESULTS = Path(__file__).parent / "results" / "server_optimizers"
 RUNS = ["fedavg", "fedavgm", "fedadam", "fedyogi", "scaffold"]
 
@@ -19,21 +21,6 @@ RUNS = ["fedavg", "fedavgm", "fedadam", "fedyogi", "scaffold"]
 def load(run: str) -> dict:
     """The committed ``results.json`` of ``run``."""
     return json.loads((RESULTS / run / "results.json").read_text())
-
-
-def table_rows() -> list[str]:
-    """The markdown rows of the results table: run, final acc_global, best acc_global, bytes."""
-    rows = []
-    for run in RUNS:
-        if not (RESULTS / run / "results.json").is_file():
-            continue
-        results = load(run)
-        accs = [h["test_acc"] for h in results["history"] if h.get("test_acc") is not None]
-        rows.append(
-            f"| {run} | {results['final']['acc_global']:.4f} | {max(accs):.4f} | "
-            f"{results['bytes']['total']:,} |"
-        )
-    return rows
 
 
 def main() -> None:
@@ -61,7 +48,7 @@ def main() -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
-    print("\n".join(table_rows()))
+    print(results_tables.server_optimizers(*(f"server_optimizers/{r}" for r in RUNS)), end="")
 
 
 if __name__ == "__main__":

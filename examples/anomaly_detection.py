@@ -418,6 +418,7 @@ def run_baselines(args: argparse.Namespace, dm: AnomalyDataModule) -> dict[str, 
         client_aucs(local_models, classes, dm.class_test_data), classes, num_classes
     )
     auc["local"]["epochs_mean"] = float(np.mean(local_epochs))
+    auc["local"]["epochs_per_client"] = [int(e) for e in local_epochs]
     timings["local_s"] = time.perf_counter() - t
     log.info("local: mean AUC %.3f", auc["local"]["mean"])
     return {"auc": auc, "timings": timings}

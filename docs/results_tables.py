@@ -1,0 +1,312 @@
+"""Render every results table of the docs from the committed results files.
+
+Each measured run lives in ``docs/results/<page>/<run>/`` as the ``results.json`` its example
+wrote, with the exact command in the ``command.txt`` beside it. A docs page marks each table
+it shows with an HTML comment naming a renderer and its arguments::
+
+    <!-- results-table: anomaly_auc anomaly_detection/leiden -->
+    | ... the rendered markdown ... |
+    <!-- /results-table -->
+
+``python docs/results_tables.py`` rewrites every marked block from the files;
+``python docs/results_tables.py --check`` exits 1 and names the block if a page differs from
+what the files give (``tests/docs/test_results_tables.py`` runs the same check), so no number
+in a marked table can drift from the run that produced it.
+
+Usage: python docs/results_tables.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DOCS = Path(__file__).resolve().parent
+RESULTS = DOCS / "results"
+
+BLOCK = re.compile(
+    r"(?P<open><!-- results-table: (?P<spec>[^>]*?) -->\n)"
+    r"(?P<body>.*?)"
+    r"(?P<close><!-- /results-table -->)",
+    re.S,
+)
+
+#: Seed 000, Table 3 of Nardi et al. (Ital-IA 2023): AUC-ROC per inlier class, and its mean.
+PAPER_TABLE3: dict[str, list[float]] = {
+    "local": [0.672, 0.950, 0.485, 0.713, 0.583, 0.601, 0.512, 0.849, 0.395, 0.734],
+    "federated": [0.664, 0.946, 0.670, 0.726, 0.726, 0.592, 0.704, 0.873, 0.567, 0.809],
+    "ideal": [0.753, 0.953, 0.688, 0.748, 0.732, 0.599, 0.707, 0.869, 0.550, 0.800],
+}
+PAPER_TABLE3_MEAN = {"local": 0.649, "federated": 0.728, "ideal": 0.740}
+SETTINGS = ("local", "federated", "ideal")
+
+
+def load(run: str) -> dict[str, Any]:
+    """The committed ``results.json`` of ``run`` (``<page>/<run>`` under ``docs/results``)."""
+    path = RESULTS / run / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no committed results for run {run!r}: {path} is missing")
+    return json.loads(path.read_text())
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# --- server optimizers (docs/server_optimizers.md) -----------------------------------------
+
+
+def server_optimizers(*runs: str) -> str:
+    """Final and best ``acc_global`` and total bytes of ``examples/fedavg.py`` runs."""
+    rows = []
+    for run in runs:
+        r = load(run)
+        accs = [h["test_acc"] for h in r["history"] if h.get("test_acc") is not None]
+        rows.append(
+            [
+                run.rsplit("/", 1)[-1],
+                f"{r['final']['acc_global']:.4f}",
+                f"{max(accs):.4f}",
+                f"{r['bytes']['total']:,}",
+            ]
+        )
+    return _table(["run", "final acc_global", "best acc_global", "bytes"], rows)
+
+
+# --- seed 000 (docs/anomaly_detection.md) --------------------------------------------------
+
+
+def anomaly_auc(run: str) -> str:
+    """Seed 000 Table 3: AUC-ROC per inlier class of one run, beside the paper's."""
+    auc = load(run)["auc"]
+    header = ["inlier class"]
+    header += [f"{s} (ours)" for s in SETTINGS if s in auc]
+    header += [f"{s} (paper)" for s in SETTINGS]
+    rows = []
+    for c in range(10):
+        row = [str(c)] + [f"{auc[s]['per_class'][str(c)]:.3f}" for s in SETTINGS if s in auc]
+        rows.append(row + [f"{PAPER_TABLE3[s][c]:.3f}" for s in SETTINGS])
+    rows.append(["Std Dev"] + [f"{auc[s]['std']:.3f}" for s in SETTINGS if s in auc] + [""] * 3)
+    rows.append(
+        ["**Mean**"]
+        + [f"**{auc[s]['mean']:.3f}**" for s in SETTINGS if s in auc]
+        + [f"{PAPER_TABLE3_MEAN[s]:.3f}" for s in SETTINGS]
+    )
+    return _table(header, rows)
+
+
+def anomaly_communities(run: str) -> str:
+    """Seed 000 Table 2: the communities Phase I found, with ARI and modularity."""
+    r = load(run)
+    rows = []
+    for entry in r["community_table"]:
+        classes = sorted(entry["classes"].items(), key=lambda kv: (-kv[1], int(kv[0])))
+        members = ", ".join(f"I{c} x{n}" for c, n in classes)
+        rows.append([f"G{entry['community']}", str(entry["size"]), members])
+    head = (
+        f"{r['config']['community_method']}: {len(r['communities'])} communities, "
+        f"ARI against the true classes {r['ari']:.3f}, modularity {r['modularity']:.3f}\n\n"
+    )
+    return head + _table(["community", "size", "members (inlier class x clients)"], rows)
+
+
+def anomaly_cost(run: str) -> str:
+    """Seed 000 Table 4: measured bytes of both phases against eq. (1) and (2), in MB."""
+    cost = load(run)["comm_cost_mb"]
+    p1, p2 = cost["phase1"], cost["phase2"]
+    row = [
+        f"{p1['measured']:.3f}",
+        f"{p1['formula']:.3f}",
+        f"{100 * (p1['measured'] / p1['formula'] - 1):+.2f}%",
+        f"{p2['measured']:.3f}",
+        f"{p2['formula_eq2']:.3f}",
+        f"{100 * (p2['measured'] / p2['formula_eq2'] - 1):+.3f}%",
+        f"{p2['formula_eq3']:.3f}",
+    ]
+    header = [
+        "Phase I measured",
+        "eq. (1)",
+        "difference",
+        "Phase II measured",
+        "eq. (2)",
+        "difference",
+        "eq. (3)",
+    ]
+    return _table(header, [row])
+
+
+def anomaly_summary(*runs: str) -> str:
+    """Seed 000 runs side by side: communities, ARI, mean AUCs, bytes and wall time."""
+    rows = []
+    for run in runs:
+        r = load(run)
+        auc, cost = r["auc"], r["comm_cost_mb"]
+        means = [f"{auc[s]['mean']:.3f}" if s in auc else "" for s in SETTINGS]
+        rows.append(
+            [
+                r["config"]["community_method"],
+                str(len(r["communities"])),
+                f"{r['ari']:.3f}",
+                *means,
+                f"{cost['phase1']['measured'] + cost['phase2']['measured']:.1f}",
+                f"{r['wall_s']:,.0f}",
+            ]
+        )
+    header = ["Phase I method", "communities", "ARI", "local", "federated", "ideal"]
+    return _table([*header, "MB (both phases)", "wall s"], rows)
+
+
+def anomaly_epochs(run: str) -> str:
+    """Seed 000: training each inlier class's model saw, local against federated."""
+    r = load(run)
+    cfg = r["config"]
+    fed_epochs = cfg["epochs_first"] + (cfg["rounds"] - 1) * cfg["epochs_per_round"]
+    classes = r["client_inlier_class"]
+    rows = []
+    local_epochs = r["auc"]["local"].get("epochs_per_client")
+    for c in range(10):
+        members = [i for i, k in enumerate(classes) if k == c]
+        community = next(m for m in r["communities"] if members[0] in m)
+        same = sum(1 for i in community if classes[i] == c)
+        local = (
+            f"{sum(local_epochs[i] for i in members) / len(members):.1f}"
+            if local_epochs is not None
+            else f"{r['auc']['local']['epochs_mean']:.1f} (mean of all)"
+        )
+        rows.append(
+            [
+                str(c),
+                local,
+                f"{fed_epochs} x {len(community)} clients ({same} of class {c})",
+                f"{r['auc']['local']['per_class'][str(c)]:.3f}",
+                f"{r['auc']['federated']['per_class'][str(c)]:.3f}",
+                f"{r['auc']['ideal']['per_class'][str(c)]:.3f}",
+            ]
+        )
+    header = ["class", "local epochs", "federated epochs x community", "local", "federated"]
+    return _table([*header, "ideal"], rows)
+
+
+# --- seed 004 (docs/fedmorph.md) -----------------------------------------------------------
+
+
+def _last_mean(curve: list[list[float]], k: int = 5) -> float:
+    return sum(a for _, a in curve[-k:]) / min(k, len(curve))
+
+
+def fedmorph_runs(reference: str, *runs: str) -> str:
+    """Seed 004: each ``examples/fedmorph.py`` run against the reference (FedAvg) run."""
+    ref = next(iter(load(reference)["methods"].values()))
+    rows = []
+    for run in (reference, *runs):
+        for m in load(run)["methods"].values():
+            rows.append(
+                [
+                    run.rsplit("/", 1)[-1],
+                    f"{m['accuracy']:.3f}",
+                    f"{m['max_accuracy']:.3f}",
+                    f"{_last_mean(m['curve']):.3f}",
+                    f"{100 * (m['accuracy'] - ref['accuracy']):+.1f}",
+                    f"{m['params_ratio']:.4f}",
+                    f"1/{ref['bytes_down'] / m['bytes_down']:.1f}",
+                    f"1/{ref['bytes_up'] / m['bytes_up']:.1f}",
+                    f"{m['wall_s']:,.0f}",
+                ]
+            )
+    header = ["run", "final acc", "best", "mean last 5", "vs FedAvg (points)", "params ratio"]
+    return _table([*header, "down / FedAvg", "up / FedAvg", "wall s"], rows)
+
+
+def fedmorph_curves(*runs: str) -> str:
+    """Seed 004: test accuracy every ten rounds for each run."""
+    curves = {
+        run.rsplit("/", 1)[-1]: next(iter(load(run)["methods"].values()))["curve"] for run in runs
+    }
+    marks = sorted({int(r) for c in curves.values() for r, _ in c if int(r) % 10 == 0})
+    rows = []
+    for name, curve in curves.items():
+        at = {int(r): a for r, a in curve}
+        rows.append([name] + [f"{at[r]:.3f}" if r in at else "" for r in marks])
+    return _table(["run"] + [f"r{r}" for r in marks], rows)
+
+
+def fedmorph_layers(run: str) -> str:
+    """Seed 004: kept share of every masked layer after each distillation."""
+    m = next(iter(load(run)["methods"].values()))
+    history = m["layer_ratios"]
+    layers = [k for k in history[0] if k != "round"]
+    rows = []
+    for layer in layers:
+        shares = [h[layer] for h in history]
+        rows.append([layer] + [f"{s:.3f}" for s in shares] + [f"{shares[-1] - shares[0]:+.3f}"])
+    header = ["layer"] + [f"r{int(h['round'])}" for h in history] + ["change"]
+    return _table(header, rows)
+
+
+RENDERERS: dict[str, Callable[..., str]] = {
+    f.__name__: f
+    for f in (
+        server_optimizers,
+        anomaly_auc,
+        anomaly_communities,
+        anomaly_cost,
+        anomaly_summary,
+        anomaly_epochs,
+        fedmorph_runs,
+        fedmorph_curves,
+        fedmorph_layers,
+    )
+}
+
+
+def render(spec: str) -> str:
+    """The markdown a ``results-table`` marker with this ``spec`` stands for."""
+    name, *args = spec.split()
+    if name not in RENDERERS:
+        raise KeyError(f"unknown results table {name!r}; known: {sorted(RENDERERS)}")
+    return RENDERERS[name](*args)
+
+
+def blocks(page: Path) -> list[tuple[str, str]]:
+    """``(spec, body)`` of every marked table of ``page``."""
+    return [(m["spec"], m["body"]) for m in BLOCK.finditer(page.read_text())]
+
+
+def refresh(page: Path, *, write: bool) -> list[str]:
+    """Re-render every marked table of ``page``; the specs whose text differed."""
+    text = page.read_text()
+    stale: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        body = render(m["spec"])
+        if body != m["body"]:
+            stale.append(m["spec"])
+        return m["open"] + body + m["close"]
+
+    new = BLOCK.sub(sub, text)
+    if write and new != text:
+        page.write_text(new)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report stale tables")
+    args = parser.parse_args(argv)
+    status = 0
+    for page in sorted(DOCS.glob("*.md")):
+        for spec in refresh(page, write=not args.check):
+            print(f"{page.name}: {'stale' if args.check else 'rewrote'} {spec}")
+            status = 1 if args.check else status
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Every marked results table in the docs is what the committed results files give."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _tables():
+    spec = importlib.util.spec_from_file_location("results_tables", DOCS / "results_tables.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tables = _tables()
+PAGES = sorted(DOCS.glob("*.md"))
+RUNS = sorted(p.parent for p in (DOCS / "results").rglob("results.json"))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_marked_tables_match_the_committed_results(page: Path) -> None:
+    stale = tables.refresh(page, write=False)
+    assert not stale, f"{page.name}: run `python docs/results_tables.py`; stale: {stale}"
+
+
+def test_a_changed_number_is_caught(tmp_path: Path) -> None:
+    page = DOCS / "server_optimizers.md"
+    text = page.read_text()
+    spec, body = tables.blocks(page)[0]
+    number = re.search(r"0\.\d{4}", body)
+    assert number is not None
+    wrong = body.replace(number[0], "0.9999", 1)
+    copy = tmp_path / "page.md"
+    copy.write_text(text.replace(body, wrong))
+    assert tables.refresh(copy, write=False) == [spec]
+    tables.refresh(copy, write=True)
+    assert copy.read_text() == text
+
+
+def test_every_committed_run_is_shown_and_has_its_command() -> None:
+    assert RUNS
+    shown = {arg for page in PAGES for spec, _ in tables.blocks(page) for arg in spec.split()[1:]}
+    for run in RUNS:
+        name = str(run.relative_to(DOCS / "results"))
+        assert name in shown, f"docs/results/{name} is committed but no page shows it"
+        command = shlex.split((run / "command.txt").read_text().strip())
+        script = next(a for a in command if a.endswith(".py"))
+        assert (DOCS.parent / script).is_file(), f"{name}: {script} does not exist"
+        config = json.loads((run / "results.json").read_text()).get("config", {})
+        if "--output-dir" in command and "output_dir" in config:
+            assert command[command.index("--output-dir") + 1] == config["output_dir"], name
+        if "--seed" in command and "seed" in config:
+            assert int(command[command.index("--seed") + 1]) == int(config["seed"]), name
+
+
+def test_unknown_renderer_is_named() -> None:
+    with pytest.raises(KeyError, match="unknown results table 'nope'"):
+        tables.render("nope a/b")
+    with pytest.raises(FileNotFoundError, match="no committed results for run 'a/b'"):
+        tables.render("anomaly_auc a/b")
