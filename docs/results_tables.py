@@ -250,6 +250,49 @@ def fedmorph_layers(run: str) -> str:
     return _table(header, rows)
 
 
+# --- seed 003 (docs/fsnet.md) --------------------------------------------------------------
+
+
+def fsnet_runs(*runs: str) -> str:
+    """Seed 003: final accuracies, bytes and D's share of the downlink of each run."""
+    rows = []
+    for run in runs:
+        r = load(run)
+        for name, m in r["methods"].items():
+            payload = m.get("payload", {})
+            share = payload.get("extras_share_down")
+            codec = r["config"].get("synthetic_codec") if name == "fedfsnet" else None
+            label = run.rsplit("/", 1)[-1]
+            rows.append(
+                [
+                    label if len(r["methods"]) == 1 else f"{label}: {name}",
+                    str(int(m["curve"][-1]["round"])),
+                    f"{100 * m['acc_global']:.1f}",
+                    f"{100 * m['acc_local']:.1f}" if m.get("acc_local") is not None else "",
+                    f"{r['config']['num_synthetic']} x {codec}" if codec else "",
+                    f"{100 * share:.1f}%" if share else "",
+                    f"{m['bytes_down']:,}",
+                    f"{m['bytes_up']:,}",
+                    f"{m['wall_s']:,.0f}",
+                ]
+            )
+    header = ["run", "rounds", "acc_global %", "acc_local %", "D' sent as", "D' / weights down"]
+    return _table([*header, "bytes down", "bytes up", "wall s"], rows)
+
+
+def fsnet_curves(*runs: str) -> str:
+    """Seed 003: acc_global (%) at every evaluated round of each run."""
+    curves = {
+        run.rsplit("/", 1)[-1]: next(iter(load(run)["methods"].values()))["curve"] for run in runs
+    }
+    marks = sorted({int(p["round"]) for c in curves.values() for p in c})
+    rows = []
+    for name, curve in curves.items():
+        at = {int(p["round"]): p["acc_global"] for p in curve}
+        rows.append([name] + [f"{100 * at[r]:.1f}" if r in at else "" for r in marks])
+    return _table(["run"] + [f"r{r}" for r in marks], rows)
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
     f.__name__: f
     for f in (
@@ -262,6 +305,8 @@ RENDERERS: dict[str, Callable[..., str]] = {
         fedmorph_runs,
         fedmorph_curves,
         fedmorph_layers,
+        fsnet_runs,
+        fsnet_curves,
     )
 }
 
