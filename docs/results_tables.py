@@ -224,17 +224,22 @@ def fedmorph_runs(reference: str, *runs: str) -> str:
     return _table([*header, "down / FedAvg", "up / FedAvg", "wall s"], rows)
 
 
+def _curve_table(runs: tuple[str, ...], point: Callable[[Any], tuple[int, str]], every: int) -> str:
+    """One row per run's (single) method: its accuracy at every ``every``-th evaluated round."""
+    curves = {
+        run.rsplit("/", 1)[-1]: dict(
+            point(p) for p in next(iter(load(run)["methods"].values()))["curve"]
+        )
+        for run in runs
+    }
+    marks = sorted({r for c in curves.values() for r in c if r % every == 0})
+    rows = [[name] + [c.get(r, "") for r in marks] for name, c in curves.items()]
+    return _table(["run"] + [f"r{r}" for r in marks], rows)
+
+
 def fedmorph_curves(*runs: str) -> str:
     """Seed 004: test accuracy every ten rounds for each run."""
-    curves = {
-        run.rsplit("/", 1)[-1]: next(iter(load(run)["methods"].values()))["curve"] for run in runs
-    }
-    marks = sorted({int(r) for c in curves.values() for r, _ in c if int(r) % 10 == 0})
-    rows = []
-    for name, curve in curves.items():
-        at = {int(r): a for r, a in curve}
-        rows.append([name] + [f"{at[r]:.3f}" if r in at else "" for r in marks])
-    return _table(["run"] + [f"r{r}" for r in marks], rows)
+    return _curve_table(runs, lambda p: (int(p[0]), f"{p[1]:.3f}"), every=10)
 
 
 def fedmorph_layers(run: str) -> str:
@@ -282,15 +287,7 @@ def fsnet_runs(*runs: str) -> str:
 
 def fsnet_curves(*runs: str) -> str:
     """Seed 003: acc_global (%) at every evaluated round of each run."""
-    curves = {
-        run.rsplit("/", 1)[-1]: next(iter(load(run)["methods"].values()))["curve"] for run in runs
-    }
-    marks = sorted({int(p["round"]) for c in curves.values() for p in c})
-    rows = []
-    for name, curve in curves.items():
-        at = {int(p["round"]): p["acc_global"] for p in curve}
-        rows.append([name] + [f"{100 * at[r]:.1f}" if r in at else "" for r in marks])
-    return _table(["run"] + [f"r{r}" for r in marks], rows)
+    return _curve_table(runs, lambda p: (int(p["round"]), f"{100 * p['acc_global']:.1f}"), every=1)
 
 
 RENDERERS: dict[str, Callable[..., str]] = {
