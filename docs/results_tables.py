@@ -173,8 +173,11 @@ def anomaly_epochs(run: str) -> str:
     local_epochs = r["auc"]["local"].get("epochs_per_client")
     for c in range(10):
         members = [i for i, k in enumerate(classes) if k == c]
-        community = next(m for m in r["communities"] if members[0] in m)
-        same = sum(1 for i in community if classes[i] == c)
+        held = [
+            f"{len(m)} clients ({sum(1 for i in m if classes[i] == c)} of class {c})"
+            for m in r["communities"]
+            if any(classes[i] == c for i in m)
+        ]
         local = (
             f"{sum(local_epochs[i] for i in members) / len(members):.1f}"
             if local_epochs is not None
@@ -184,7 +187,7 @@ def anomaly_epochs(run: str) -> str:
             [
                 str(c),
                 local,
-                f"{fed_epochs} x {len(community)} clients ({same} of class {c})",
+                f"{fed_epochs} x " + " and ".join(held),
                 f"{r['auc']['local']['per_class'][str(c)]:.3f}",
                 f"{r['auc']['federated']['per_class'][str(c)]:.3f}",
                 f"{r['auc']['ideal']['per_class'][str(c)]:.3f}",

@@ -85,8 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small configuration for tests")
     p.add_argument(
         "--community-method",
-        default="fastgreedy",
+        default="leiden",
         choices=["fastgreedy", "leiden", "louvain", "greedy_modularity"],
+        help="Phase I community detection (default leiden: 8 communities, ARI 0.764 and "
+        "federated AUC 0.702 against fast greedy's 6, 0.506 and 0.656 on the full protocol; "
+        "fastgreedy is the reference implementation's, see docs/anomaly_detection.md)",
     )
     p.add_argument("--phase1-model", default="conv5", choices=["conv5", "ocsvm"])
     p.add_argument("--phase2-model", default="conv7", choices=["conv7", "flat"])

@@ -80,7 +80,7 @@ def test_yaml_config_builds_the_seed000_pipeline():
     algorithm = init.trainer.algorithm
     assert isinstance(algorithm, CommunityFedAvg)
     assert isinstance(algorithm.phase1.detector, AutoencoderDetector)
-    assert algorithm.phase1.tolerance == 0.06 and algorithm.phase1.method == "fastgreedy"
+    assert algorithm.phase1.tolerance == 0.06 and algorithm.phase1.method == "leiden"
     assert algorithm.epochs_per_round == [1, 10]
     assert isinstance(init.model, ConvAutoencoder7)
     assert init.trainer.rounds == 10
