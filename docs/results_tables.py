@@ -293,6 +293,62 @@ def fsnet_curves(*runs: str) -> str:
     return _curve_table(runs, lambda p: (int(p["round"]), f"{100 * p['acc_global']:.1f}"), every=1)
 
 
+# --- seed 002 (docs/federated_vae.md) ------------------------------------------------------
+
+#: Rows of the seed 002 table: (key in ``centralized`` / ``federated``, label, format).
+VAE_SCORES: tuple[tuple[str, str, str], ...] = (
+    ("test_elbo", "test ELBO (nats/image, higher is better)", "{:.2f}"),
+    ("test_recon", "test reconstruction (BCE)", "{:.2f}"),
+    ("test_kl", "test KL", "{:.2f}"),
+    (
+        "frechet_distance",
+        "Frechet distance of samples to the test set (classifier features)",
+        "{:.1f}",
+    ),
+    ("frechet_distance_reconstructions", "Frechet distance of the test reconstructions", "{:.1f}"),
+    ("sample_confidence", "sample confidence (mean top softmax probability)", "{:.3f}"),
+    ("classifier_score", "classifier score (Inception-style, max 10)", "{:.2f}"),
+    ("class_entropy", "predicted-class entropy of samples (max log 10 = 2.30)", "{:.2f}"),
+    ("reconstruction_accuracy", "classifier accuracy on the test reconstructions", "{:.3f}"),
+    ("wall_s", "training wall time (s)", "{:,.0f}"),
+)
+
+
+def vae_scores(run: str) -> str:
+    """Seed 002: centralized against federated on every score, with the two targets' gaps."""
+    r = load(run)
+    cen, fed, cfg = r["centralized"], r["federated"], r["config"]
+    gaps = {
+        "test_elbo": f"{100 * r['targets']['elbo_relative_gap']:.2f}%",
+        "frechet_distance": f"{100 * r['targets']['frechet_relative_gap']:.1f}%",
+    }
+    rows = [
+        [label, fmt.format(cen[k]), fmt.format(fed[k]), gaps.get(k, "")]
+        for k, label, fmt in VAE_SCORES
+    ]
+    rows.append(
+        ["bytes sent (down / up)", "", f"{r['bytes']['down']:,} / {r['bytes']['up']:,}", ""]
+    )
+    clf = r["classifier"]
+    rows.append(
+        [
+            "scoring classifier: test accuracy, train-vs-test Frechet distance (the floor)",
+            f"{clf['test_acc']:.3f}, {clf['frechet_distance_train_vs_test']:.2f}",
+            "",
+            "",
+        ]
+    )
+    subset = cfg["train_subset"]
+    data = f"{subset:,} training images" if subset else "all training images"
+    header = [
+        f"Fashion-MNIST, {data}",
+        f"centralized ({cfg['epochs']} epochs)",
+        f"federated ({cfg['clients']} IID clients, {cfg['rounds']} x {cfg['local_epochs']})",
+        "gap",
+    ]
+    return _table(header, rows)
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
     f.__name__: f
     for f in (
@@ -307,6 +363,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         fedmorph_layers,
         fsnet_runs,
         fsnet_curves,
+        vae_scores,
     )
 }
 
