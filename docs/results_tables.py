@@ -197,6 +197,29 @@ def anomaly_epochs(run: str) -> str:
     return _table([*header, "ideal"], rows)
 
 
+def anomaly_budget(reference: str, *runs: str) -> str:
+    """Seed 000: federated AUC per class at several Phase II budgets, against the reference's
+    local and ideal baselines (the runs may skip the baselines)."""
+    ref = load(reference)
+    fed = [load(run) for run in (reference, *runs)]
+
+    def epochs(r: dict[str, Any]) -> int:
+        cfg = r["config"]
+        return int(cfg["epochs_first"] + (cfg["rounds"] - 1) * cfg["epochs_per_round"])
+
+    header = ["class", f"local ({ref['config']['local_max_epochs']} epochs max)"]
+    header += [f"federated, r = {r['config']['rounds']} ({epochs(r)} epochs)" for r in fed]
+    header.append("ideal (reference budget)")
+    rows = []
+    for c in [*map(str, range(10)), "mean"]:
+        pick = (lambda a: a["mean"]) if c == "mean" else (lambda a, c=c: a["per_class"][c])
+        cells = [pick(ref["auc"]["local"]), *(pick(r["auc"]["federated"]) for r in fed)]
+        cells.append(pick(ref["auc"]["ideal"]))
+        label = "**mean**" if c == "mean" else c
+        rows.append([label, *(f"{v:.3f}" for v in cells)])
+    return _table(header, rows)
+
+
 # --- seed 004 (docs/fedmorph.md) -----------------------------------------------------------
 
 
@@ -270,6 +293,8 @@ def fsnet_runs(*runs: str) -> str:
             payload = m.get("payload", {})
             share = payload.get("extras_share_down")
             codec = r["config"].get("synthetic_codec") if name == "fedfsnet" else None
+            codec = "float32" if codec == "identity" else codec
+            stats = ", pixel statistics" if r["config"].get("statistics") == "pixel" else ""
             label = run.rsplit("/", 1)[-1]
             rows.append(
                 [
@@ -277,7 +302,7 @@ def fsnet_runs(*runs: str) -> str:
                     str(int(m["curve"][-1]["round"])),
                     f"{100 * m['acc_global']:.1f}",
                     f"{100 * m['acc_local']:.1f}" if m.get("acc_local") is not None else "",
-                    f"{r['config']['num_synthetic']} x {codec}" if codec else "",
+                    f"{r['config']['num_synthetic']} x {codec}{stats}" if codec else "",
                     f"{100 * share:.1f}%" if share else "",
                     f"{m['bytes_down']:,}",
                     f"{m['bytes_up']:,}",
@@ -358,6 +383,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         anomaly_cost,
         anomaly_summary,
         anomaly_epochs,
+        anomaly_budget,
         fedmorph_runs,
         fedmorph_curves,
         fedmorph_layers,
