@@ -149,9 +149,12 @@ def anomaly_summary(*runs: str) -> str:
         r = load(run)
         auc, cost = r["auc"], r["comm_cost_mb"]
         means = [f"{auc[s]['mean']:.3f}" if s in auc else "" for s in SETTINGS]
+        cfg = r["config"]
+        epochs = cfg["epochs_first"] + (cfg["rounds"] - 1) * cfg["epochs_per_round"]
         rows.append(
             [
-                r["config"]["community_method"],
+                cfg["community_method"],
+                f"{cfg['rounds']} ({epochs} epochs)",
                 str(len(r["communities"])),
                 f"{r['ari']:.3f}",
                 *means,
@@ -159,7 +162,8 @@ def anomaly_summary(*runs: str) -> str:
                 f"{r['wall_s']:,.0f}",
             ]
         )
-    header = ["Phase I method", "communities", "ARI", "local", "federated", "ideal"]
+    header = ["Phase I method", "Phase II rounds", "communities", "ARI", "local", "federated"]
+    header.append("ideal")
     return _table([*header, "MB (both phases)", "wall s"], rows)
 
 
