@@ -46,7 +46,7 @@ from fedlightning.codecs import Codec, Float16, UInt8
 from fedlightning.datamodules import IID, FederatedDataModule, SortedShards
 from fedlightning.executors.vectorized import VectorizedExecutor
 from fedlightning.models import CIFARClassifier, MNISTClassifier
-from fedlightning.script_args import add_trainer_arguments
+from fedlightning.script_args import add_trainer_arguments, last_checkpoint
 from fedlightning.version import __version__
 
 METHODS = ("fedavg_iid", "fedavg", "fedprox", "fedfsnet")
@@ -111,7 +111,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-every", type=int, default=1, help="rounds between evaluations")
     p.add_argument("--seed", type=int, default=0)
-    add_trainer_arguments(p, accelerator="cpu")
+    add_trainer_arguments(p, accelerator="cpu", resume=True)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--logger", default="wandb", choices=["wandb", "none"])
     p.add_argument("--quick", action="store_true", help=f"small run: {QUICK}")
@@ -235,11 +235,12 @@ def run_method(
             else "sequential"
         ),
         output_dir=output_dir / method,
+        resume=last_checkpoint(output_dir / method) if args.resume else None,
         progress_bar=False,
     )
-    start = time.perf_counter()
     trainer.fit(make_model(args.dataset, dm.input_shape, args.lr, args.seed), dm)
-    wall = time.perf_counter() - start
+    # the trainer's wall time: a resumed run adds the time of the rounds before it
+    wall = float(json.loads((output_dir / method / "results.json").read_text())["wall_s"])
     finish_wandb(trainer)
     curve = [
         {

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from fedlightning.accelerators import ACCELERATORS, PRECISIONS
 
-__all__ = ["add_trainer_arguments"]
+__all__ = ["add_trainer_arguments", "last_checkpoint"]
 
 
-def add_trainer_arguments(parser: argparse.ArgumentParser, accelerator: str = "auto") -> None:
+def add_trainer_arguments(
+    parser: argparse.ArgumentParser, accelerator: str = "auto", *, resume: bool = False
+) -> None:
     """Add ``--accelerator``, ``--precision`` (Lightning's names) and ``--overwrite``.
 
     Args:
         parser: The script's parser.
         accelerator: The default accelerator.
+        resume: Also add ``--resume``, for scripts that hand :func:`last_checkpoint` to
+            ``FederatedTrainer(resume=...)``.
 
     Example:
         >>> parser = argparse.ArgumentParser()
@@ -40,3 +45,25 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, accelerator: str = "a
         action="store_true",
         help="replace an earlier run in the output folder instead of refusing it",
     )
+    if resume:
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the run in the output folder from its checkpoints/last.ckpt "
+            "(same result as an uninterrupted run; a larger --rounds extends it)",
+        )
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a run in ``run_dir`` would resume from, or None when it has none.
+
+    Args:
+        run_dir: The trainer's ``output_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> last_checkpoint(Path(tempfile.mkdtemp())) is None
+        True
+    """
+    path = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return path if path.is_file() else None

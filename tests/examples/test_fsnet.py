@@ -167,3 +167,24 @@ def test_merge_combines_methods_of_separate_runs(tmp_path: Path) -> None:
         "fedfsnet",
     }
     assert (tmp_path / "m" / "accuracy.png").stat().st_size > 0
+
+
+def test_resume_extends_a_run_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    example = _load()
+    argv = [
+        "--logger", "none", "--clients", "4", "--fraction", "0.5", "--local-epochs", "1",
+        "--num-synthetic", "6", "--hidden-steps", "2", "--methods", "fedfsnet",
+    ]  # fmt: skip
+    data = (_pair(120, 0), _pair(30, 1))
+    whole = example.main([*argv, "--rounds", "3", "--output-dir", str(tmp_path / "a")], data=data)
+    part = tmp_path / "b"
+    example.main([*argv, "--rounds", "2", "--output-dir", str(part)], data=data)
+    with pytest.raises(ValueError, match="already holds another run"):
+        example.main([*argv, "--rounds", "3", "--output-dir", str(part)], data=data)
+    resumed = example.main(
+        [*argv, "--rounds", "3", "--resume", "--output-dir", str(part)], data=data
+    )
+    a, b = whole["methods"]["fedfsnet"], resumed["methods"]["fedfsnet"]
+    assert (b["bytes_down"], b["bytes_up"]) == (a["bytes_down"], a["bytes_up"])
+    assert b["acc_global"] == a["acc_global"] and b["curve"] == a["curve"]
+    assert b["wall_s"] > 0
