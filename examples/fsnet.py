@@ -10,7 +10,10 @@ Writes ``DIR/results.json`` with ``methods -> name -> {acc_global, acc_local, cu
 bytes_down, bytes_up, wall_s, ...}`` (rewritten after each method, so a long run keeps what
 it finished), ``DIR/accuracy.png`` (accuracy versus round, the paper's Figure 2),
 ``DIR/synthetic.png`` (Fed-FSNet's last D'), one ``DIR/<method>/results.json`` per method
-from the trainer, and logs every round to W&B (offline unless ``WANDB_MODE=online``).
+from the trainer, and logs every round to W&B (offline unless ``WANDB_MODE=online``). Each
+method checkpoints every round in ``DIR/<method>/checkpoints/``; the same command with
+``--resume`` continues a killed run, or extends a finished one to a larger ``--rounds``, to
+the result of an uninterrupted run.
 
 References:
     J. Guo, S. Guo, J. Zhang, Z. Liu, "Fed-FSNet: Mitigating Non-I.I.D. Federated Learning
