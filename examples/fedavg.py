@@ -40,7 +40,7 @@ from fedlightning.datamodules import (
     SortedShards,
 )
 from fedlightning.models import CIFARClassifier, MNISTClassifier
-from fedlightning.script_args import add_trainer_arguments
+from fedlightning.script_args import add_trainer_arguments, last_checkpoint
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "fedavg": FedAvg,
@@ -83,7 +83,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--no-eval-local", action="store_true", help="skip acc_local")
     p.add_argument("--seed", type=int, default=0)
-    add_trainer_arguments(p, accelerator="auto")
+    add_trainer_arguments(p, accelerator="auto", resume=True)
     p.add_argument("--logger", default="wandb", choices=["wandb", "csv", "none"])
     p.add_argument("--output-dir", required=True)
     return p.parse_args(argv)
@@ -159,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         eval_local=not args.no_eval_local,
         executor=args.executor,
         output_dir=output_dir,
+        resume=last_checkpoint(output_dir) if args.resume else None,
     )
     trainer.fit(model, dm)
     results = trainer.results

@@ -88,3 +88,17 @@ def test_same_command_same_results(
     algorithm, first = quick_run
     rerun([str(ROOT / "examples" / "fedavg.py"), *_argv(algorithm, tmp_path)])
     assert assert_same_results(first, tmp_path) == ["results.json"]
+
+
+def test_resume_extends_the_main_job_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    example = _load("fedavg")
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    example.main(_argv("fedavg", whole))
+    one_round = _argv("fedavg", part)
+    one_round[one_round.index("--rounds") + 1] = "1"
+    example.main(one_round)
+    example.main([*_argv("fedavg", part), "--resume"])
+    a, b = (json.loads((d / "results.json").read_text()) for d in (whole, part))
+    assert b["final"]["acc_global"] == a["final"]["acc_global"]
+    assert b["bytes"] == a["bytes"]
+    assert [h["train_loss"] for h in b["history"]] == [h["train_loss"] for h in a["history"]]
