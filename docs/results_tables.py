@@ -142,6 +142,11 @@ def anomaly_cost(run: str) -> str:
     return _table(header, [row])
 
 
+def _phase2_epochs(cfg: dict[str, Any]) -> int:
+    """Local epochs each community trains in Phase II: the first round's, then the others'."""
+    return int(cfg["epochs_first"] + (cfg["rounds"] - 1) * cfg["epochs_per_round"])
+
+
 def anomaly_summary(*runs: str) -> str:
     """Seed 000 runs side by side: communities, ARI, mean AUCs, bytes and wall time."""
     rows = []
@@ -150,7 +155,7 @@ def anomaly_summary(*runs: str) -> str:
         auc, cost = r["auc"], r["comm_cost_mb"]
         means = [f"{auc[s]['mean']:.3f}" if s in auc else "" for s in SETTINGS]
         cfg = r["config"]
-        epochs = cfg["epochs_first"] + (cfg["rounds"] - 1) * cfg["epochs_per_round"]
+        epochs = _phase2_epochs(cfg)
         rows.append(
             [
                 cfg["community_method"],
@@ -171,7 +176,7 @@ def anomaly_epochs(run: str) -> str:
     """Seed 000: training each inlier class's model saw, local against federated."""
     r = load(run)
     cfg = r["config"]
-    fed_epochs = cfg["epochs_first"] + (cfg["rounds"] - 1) * cfg["epochs_per_round"]
+    fed_epochs = _phase2_epochs(cfg)
     classes = r["client_inlier_class"]
     rows = []
     local_epochs = r["auc"]["local"].get("epochs_per_client")
@@ -207,12 +212,11 @@ def anomaly_budget(reference: str, *runs: str) -> str:
     ref = load(reference)
     fed = [load(run) for run in (reference, *runs)]
 
-    def epochs(r: dict[str, Any]) -> int:
-        cfg = r["config"]
-        return int(cfg["epochs_first"] + (cfg["rounds"] - 1) * cfg["epochs_per_round"])
-
     header = ["class", f"local ({ref['config']['local_max_epochs']} epochs max)"]
-    header += [f"federated, r = {r['config']['rounds']} ({epochs(r)} epochs)" for r in fed]
+    header += [
+        f"federated, r = {r['config']['rounds']} ({_phase2_epochs(r['config'])} epochs)"
+        for r in fed
+    ]
     header.append("ideal (reference budget)")
     rows = []
     for c in [*map(str, range(10)), "mean"]:

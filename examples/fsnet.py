@@ -243,7 +243,7 @@ def run_method(
     )
     trainer.fit(make_model(args.dataset, dm.input_shape, args.lr, args.seed), dm)
     # the trainer's wall time: a resumed run adds the time of the rounds before it
-    wall = float(json.loads((output_dir / method / "results.json").read_text())["wall_s"])
+    wall = float(trainer.results["wall_s"])
     finish_wandb(trainer)
     curve = [
         {

@@ -30,16 +30,46 @@ from torch import nn
 from fedlightning.checkpoint import atomic_write
 
 __all__ = [
+    "CHECKPOINT_DIR",
+    "LAST_CHECKPOINT",
     "LastCheckpointSchedule",
+    "checkpoint_dir",
     "fingerprint_differences",
+    "last_checkpoint",
     "prepare_output_dir",
     "run_fingerprint",
     "weights_hash",
     "write_json",
 ]
 
-RUN_FILES = ("results.json", "checkpoints")
+CHECKPOINT_DIR = "checkpoints"
+"""The folder of a run's checkpoints, inside its ``output_dir``."""
+
+LAST_CHECKPOINT = "last.ckpt"
+"""The checkpoint a run resumes from, inside :data:`CHECKPOINT_DIR`."""
+
+RUN_FILES = ("results.json", CHECKPOINT_DIR)
 """What marks a folder as holding a run."""
+
+
+def checkpoint_dir(output_dir: Path) -> Path:
+    """Where a run in ``output_dir`` writes its checkpoints."""
+    return Path(output_dir) / CHECKPOINT_DIR
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint a run in ``output_dir`` would resume from, or None when it has none.
+
+    Args:
+        output_dir: The trainer's ``output_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> last_checkpoint(Path(tempfile.mkdtemp())) is None
+        True
+    """
+    path = checkpoint_dir(output_dir) / LAST_CHECKPOINT
+    return path if path.is_file() else None
 
 
 def prepare_output_dir(output_dir: Path, *, resume: Path | None, overwrite: bool) -> None:

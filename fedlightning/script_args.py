@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from fedlightning.accelerators import ACCELERATORS, PRECISIONS
+from fedlightning.run_dir import last_checkpoint
 
 __all__ = ["add_trainer_arguments", "last_checkpoint"]
 
@@ -52,18 +52,3 @@ def add_trainer_arguments(
             help="continue the run in the output folder from its checkpoints/last.ckpt "
             "(same result as an uninterrupted run; a larger --rounds extends it)",
         )
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint a run in ``run_dir`` would resume from, or None when it has none.
-
-    Args:
-        run_dir: The trainer's ``output_dir``.
-
-    Example:
-        >>> import tempfile
-        >>> last_checkpoint(Path(tempfile.mkdtemp())) is None
-        True
-    """
-    path = Path(run_dir) / "checkpoints" / "last.ckpt"
-    return path if path.is_file() else None

@@ -52,7 +52,9 @@ from fedlightning.round import (
     derive_seed,
 )
 from fedlightning.run_dir import (
+    LAST_CHECKPOINT,
     LastCheckpointSchedule,
+    checkpoint_dir,
     fingerprint_differences,
     prepare_output_dir,
     run_fingerprint,
@@ -617,10 +619,10 @@ class FederatedTrainer:
         folder = self._checkpoint_dir()
         if isinstance(every, int) and (rnd % every == 0 or rnd == self.rounds):
             ckpt = self.save_checkpoint(folder / f"round_{rnd:04d}.ckpt", wall_s=elapsed)
-            copy_checkpoint(ckpt, folder / "last.ckpt")
+            copy_checkpoint(ckpt, folder / LAST_CHECKPOINT)
         elif every == "auto" and (self._schedule.due() or rnd == self.rounds):
             begin = time.perf_counter()
-            self.save_checkpoint(folder / "last.ckpt", wall_s=elapsed)
+            self.save_checkpoint(folder / LAST_CHECKPOINT, wall_s=elapsed)
             self._schedule.written(time.perf_counter() - begin, round_s)
         self.results = self._results(elapsed, complete=False)
         self._write_results()
@@ -716,7 +718,7 @@ class FederatedTrainer:
 
     def _checkpoint_dir(self) -> Path:
         assert self.output_dir is not None
-        return self.output_dir / "checkpoints"
+        return checkpoint_dir(self.output_dir)
 
     # ------------------------------------------------------------------ logging & results
     def _drop(self, rnd: int, client: int, reason: str) -> None:
