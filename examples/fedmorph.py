@@ -17,7 +17,9 @@ FedDropout / FedPruned keeping 0.25 of every layer, seed 12345:
 ``--test-samples N`` evaluates on N seeded test images and distils on the others (no image
 is both distilled on and evaluated on); ``--quick`` is a small configuration for tests;
 ``--synthetic N`` replaces the dataset by N generated images of its shape (CIFAR-10 and MNIST
-cannot be downloaded everywhere).
+cannot be downloaded everywhere). Each method checkpoints every round in
+``DIR/<method>/checkpoints/``; the same command with ``--resume`` continues a killed run, or
+extends a finished one to a larger ``--rounds``, to the result of an uninterrupted run.
 
 Writes ``DIR/results.json`` (``methods`` -> name -> ``{accuracy, max_accuracy, params_ratio,
 flops_ratio, bytes_down, bytes_up, wall_s, curve}``), ``DIR/layer_ratios.png`` (seed 004
@@ -55,7 +57,7 @@ from fedlightning.codecs import Codec, TopK
 from fedlightning.datamodules import IID, Dirichlet, FederatedDataModule, load_dataset
 from fedlightning.models.masked import MaskedClassifier, MaskedResNet8, MaskedResNet18, MaskedVGG16
 from fedlightning.models.masked.morph import count_params
-from fedlightning.script_args import add_trainer_arguments
+from fedlightning.script_args import add_trainer_arguments, last_checkpoint
 from fedlightning.version import __version__
 
 log = logging.getLogger("fedmorph")
@@ -168,7 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--seed", type=int, default=12345)
-    add_trainer_arguments(p, accelerator="cpu")
+    add_trainer_arguments(p, accelerator="cpu", resume=True)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--output-dir", default="runs/fedmorph")
@@ -312,12 +314,13 @@ def run_method(
         seed=args.seed,
         eval_every=args.eval_every,
         output_dir=out_dir / name,
+        resume=last_checkpoint(out_dir / name) if args.resume else None,
         progress_bar=False,
         logger=False,
     )
-    start = time.perf_counter()
     trainer.fit(model, dm)
-    wall = time.perf_counter() - start
+    # the trainer's wall time: a resumed run adds the time of the rounds before it
+    wall = float(trainer.results["wall_s"])
     history = trainer.history
     curve = [[int(h["round"]), float(h["acc_global"])] for h in history if "acc_global" in h]
     accs = [a for _, a in curve]

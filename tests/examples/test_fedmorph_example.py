@@ -162,3 +162,21 @@ def test_distillation_options_reach_fedmorph() -> None:
     assert algorithm.mask_lr == 0.2 and algorithm.init_keep_ratio == 0.5
     default = example.make_algorithm("fedmorph", example.parse_args([]), torch.zeros(2, 1, 28, 28))
     assert default.distill_masks == "noisy" and default.init_keep_ratio is None
+
+
+def test_resume_extends_a_run_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    example = load()
+    argv = [
+        "--quick", "--synthetic", "80", "--distill-every", "2", "--methods", "fedmorph",
+    ]  # fmt: skip
+    whole = example.main([*argv, "--rounds", "3", "--output-dir", str(tmp_path / "a")])
+    part = tmp_path / "b"
+    example.main([*argv, "--rounds", "2", "--output-dir", str(part)])
+    with pytest.raises(ValueError, match="already holds another run"):
+        example.main([*argv, "--rounds", "3", "--output-dir", str(part)])
+    resumed = example.main([*argv, "--rounds", "3", "--resume", "--output-dir", str(part)])
+    a, b = whole["methods"]["fedmorph"], resumed["methods"]["fedmorph"]
+    assert (b["bytes_down"], b["bytes_up"]) == (a["bytes_down"], a["bytes_up"])
+    assert b["curve"] == a["curve"] and b["ratio_curve"] == a["ratio_curve"]
+    assert b["layer_ratios"] == a["layer_ratios"] and b["distill_js"] == a["distill_js"]
+    assert b["params_ratio"] == a["params_ratio"] and b["wall_s"] > 0
