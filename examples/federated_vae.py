@@ -58,7 +58,8 @@ from fedlightning.evaluation import evaluate
 from fedlightning.metrics import classifier_scores, frechet_distance_images
 from fedlightning.models import ClassifierFeatures, ConvVAE, FeatureClassifier, fit_classifier
 from fedlightning.plotting import plot_image_panels, plot_loss_curves, plot_tsne
-from fedlightning.script_args import add_trainer_arguments
+from fedlightning.run_dir import LAST_CHECKPOINT, checkpoint_dir, prepare_output_dir
+from fedlightning.script_args import add_trainer_arguments, last_checkpoint
 from fedlightning.version import __version__
 
 CLASS_NAMES = {
@@ -105,7 +106,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--quick", action="store_true", help=f"small check run: {QUICK}")
     p.add_argument("--seed", type=int, default=0)
-    add_trainer_arguments(p, accelerator="cpu")
+    add_trainer_arguments(p, accelerator="cpu", resume=True)
     p.add_argument("--latent-dim", type=int, default=200)
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (notebook: 1 in effect)")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -364,7 +365,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # Both phases checkpoint into their own folder; refuse another run's before any training.
+    resume = {
+        phase: last_checkpoint(output_dir / phase) if args.resume else None
+        for phase in ("centralized", "federated")
+    }
+    for phase, ckpt in resume.items():
+        prepare_output_dir(output_dir / phase, resume=ckpt, overwrite=args.overwrite)
     data = load_data(args)
     train, test = data["train"], data["test"]
     eval_loader = TensorLoader(*data["eval"], batch_size=args.batch_size)
@@ -376,7 +383,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # ---------------------------------------------------------------- centralized
     central = copy.deepcopy(initial)
     logger = make_logger(args.logger, output_dir, "centralized")
-    t0 = time.perf_counter()
     central_history = fit_centralized(
         central,
         TensorLoader(train[0], train[1], batch_size=args.batch_size, shuffle=True, seed=args.seed),
@@ -384,13 +390,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         test_loader=eval_loader,
         seed=args.seed,
         loggers=[logger] if logger is not None else [],
+        checkpoint=checkpoint_dir(output_dir / "centralized") / LAST_CHECKPOINT,
+        resume=resume["centralized"],
         on_epoch_end=lambda e, h: print(
             f"centralized epoch {e}/{args.epochs}: test_elbo={h['test_elbo']:.2f} "
             f"({h['wall_s']:.0f}s)",
             flush=True,
         ),
     )
-    central_wall = time.perf_counter() - t0
+    # the run's own wall time: a resumed run adds the time of the epochs before it
+    central_wall = central_history[-1]["wall_s"]
     for entry in central_history:
         for key in train_keys:
             entry[f"train_{key}"] = entry.pop(key)
@@ -416,10 +425,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         callbacks=[ClientMetricMeans(["recon", "kl"])],
         logger=logger,
         progress_bar=False,
+        output_dir=output_dir / "federated",
+        resume=resume["federated"],
     )
-    t0 = time.perf_counter()
     trainer.fit(federated, dm)
-    federated_wall = time.perf_counter() - t0
+    federated_wall = float(trainer.results["wall_s"])
     fed_history = [dict(h) for h in trainer.history]
     for entry in fed_history:
         print(

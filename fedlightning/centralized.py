@@ -9,11 +9,16 @@ builds a fresh optimizer each round, which resets Adam's moments.)
 References:
     "Federated learning with variational autoencoders", ICLR 2023 Tiny Papers (seed 002),
     section 2.3 (the "standard" model trained for 25 epochs).
+
+With ``checkpoint`` the run's state (weights, optimizer, scheduler, torch's generator,
+history) is written atomically after every epoch; ``resume`` continues from such a file to
+the result of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -23,6 +28,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import Logger
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from fedlightning.checkpoint import load_checkpoint, save_checkpoint
 from fedlightning.client import LogSink, capture_logs, parse_optimizers
 from fedlightning.evaluation import evaluate
 
@@ -40,6 +46,8 @@ def fit_centralized(
     seed: int = 0,
     loggers: Sequence[Logger] = (),
     on_epoch_end: EpochCallback | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``module`` on one loader for ``epochs`` epochs with one optimizer.
 
@@ -54,6 +62,12 @@ def fit_centralized(
             VAE's posterior noise); the global generator is restored afterwards.
         loggers: Lightning loggers receiving each epoch's entry at ``step=epoch``.
         on_epoch_end: Called with ``(epoch, entry)`` after each epoch.
+        checkpoint: File the run's state is written to (atomically) after every epoch.
+        resume: A file written through ``checkpoint`` by an earlier call with the same
+            module, loader and seed: the weights, optimizer, scheduler, generator and
+            history are restored and training continues with the next epoch (``epochs``
+            may be larger than the earlier call's). The returned history includes the
+            earlier epochs; ``wall_s`` counts their time too.
 
     Returns:
         One entry per epoch: ``epoch``, the means of what ``training_step`` logged,
@@ -61,17 +75,37 @@ def fit_centralized(
         them) and ``wall_s`` (seconds since the start).
 
     Raises:
-        ValueError: If ``epochs < 1`` or the module does not return one optimizer.
+        ValueError: If ``epochs < 1``, the module does not return one optimizer, or
+            ``resume`` holds more epochs than ``epochs``.
+        fedlightning.checkpoint.CheckpointError: If ``resume`` cannot be read.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got epochs={epochs!r}")
     setup = parse_optimizers(module.configure_optimizers(), type(module).__name__)
     optimizer = setup.optimizer
     history: list[dict[str, float]] = []
+    done, wall_before, rng = 0, 0.0, None
+    if resume is not None:
+        state = load_checkpoint(resume)
+        done = int(state["epoch"])
+        if done > epochs:
+            raise ValueError(
+                f"resume={resume} holds {done} epochs, more than epochs={epochs}; "
+                f"pass epochs >= {done}"
+            )
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        if setup.scheduler is not None and state.get("scheduler") is not None:
+            setup.scheduler.load_state_dict(state["scheduler"])
+        history = [dict(h) for h in state["history"]]
+        wall_before = float(history[-1]["wall_s"]) if history else 0.0
+        rng = state["rng"]
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for epoch in range(1, epochs + 1):
+        if rng is not None:
+            torch.set_rng_state(rng)
+        for epoch in range(done + 1, epochs + 1):
             set_epoch = getattr(train_loader, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(epoch - 1)
@@ -98,8 +132,22 @@ def fit_centralized(
                     setup.scheduler.step(entry.get(setup.monitor or "train_loss", math.nan))
                 else:
                     setup.scheduler.step()
-            entry["wall_s"] = time.perf_counter() - start
+            entry["wall_s"] = wall_before + time.perf_counter() - start
             history.append(entry)
+            if checkpoint is not None:
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "epoch": epoch,
+                        "module": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": (
+                            setup.scheduler.state_dict() if setup.scheduler is not None else None
+                        ),
+                        "history": [dict(h) for h in history],
+                        "rng": torch.get_rng_state(),
+                    },
+                )
             for logger in loggers:
                 logger.log_metrics(entry, step=epoch)
             if on_epoch_end is not None:

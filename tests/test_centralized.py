@@ -70,3 +70,45 @@ def test_callbacks_and_loggers_receive_each_epoch() -> None:
 def test_bad_epochs() -> None:
     with pytest.raises(ValueError, match="epochs must be an integer >= 1, got epochs=0"):
         fit_centralized(BoringClassifier(), [], epochs=0)
+
+
+class _NoisyScheduledClassifier(BoringClassifier):
+    """Uses torch's generator in every step and an epoch scheduler: resume must restore both."""
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):  # type: ignore[override]
+        x, y = batch
+        return super().training_step((x + 0.5 * torch.randn_like(x), y), batch_idx)
+
+    def configure_optimizers(self):  # type: ignore[override]
+        optimizer = torch.optim.Adam(self.parameters(), lr=0.02)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def test_resume_from_a_checkpoint_gives_the_uninterrupted_run(tmp_path) -> None:
+    x, y = blobs(n=96, seed=0)
+
+    def fresh() -> _NoisyScheduledClassifier:
+        torch.manual_seed(0)
+        return _NoisyScheduledClassifier(in_features=x.shape[1], num_classes=int(y.max()) + 1)
+
+    def loader() -> TensorLoader:
+        return TensorLoader(x, y, batch_size=16, shuffle=True, seed=3)
+
+    whole = fresh()
+    expected = fit_centralized(whole, loader(), epochs=3, test_loader=[(x, y)], seed=5)
+
+    ckpt = tmp_path / "centralized.ckpt"
+    fit_centralized(fresh(), loader(), epochs=1, test_loader=[(x, y)], seed=5, checkpoint=ckpt)
+    resumed = fresh()
+    history = fit_centralized(
+        resumed, loader(), epochs=3, test_loader=[(x, y)], seed=5, checkpoint=ckpt, resume=ckpt
+    )
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    strip = [{k: v for k, v in h.items() if k != "wall_s"} for h in history]
+    assert strip == [{k: v for k, v in h.items() if k != "wall_s"} for h in expected]
+    assert [h["wall_s"] for h in history] == sorted(h["wall_s"] for h in history)
+
+    with pytest.raises(ValueError, match="holds 3 epochs, more than epochs=2"):
+        fit_centralized(fresh(), loader(), epochs=2, resume=ckpt)

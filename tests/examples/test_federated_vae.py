@@ -121,4 +121,26 @@ def test_same_command_same_results(
     # same results.json but for durations, W&B run folders and the output folder (conftest.py).
     data, first = quick_run
     rerun([str(ROOT / "examples" / "federated_vae.py"), *_argv(data, tmp_path)])
-    assert assert_same_results(first, tmp_path) == ["results.json"]
+    assert assert_same_results(first, tmp_path) == ["federated/results.json", "results.json"]
+
+
+def test_resume_continues_both_phases_to_the_uninterrupted_result(
+    quick_run: tuple[Path, Path], tmp_path: Path, assert_same_results: Callable
+) -> None:
+    # A run stopped after 1 epoch and 1 round, resumed to the quick run's 2 and 2: the same
+    # results.json files as the quick run (durations and folders aside).
+    data, whole = quick_run
+    example = _load("federated_vae")
+    small = {k: v for k, v in example.QUICK.items() if k not in ("epochs", "rounds")}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in small.items()]
+    base = ["--dataset", "mnist", "--no-download", "--logger", "wandb", "--data-dir", str(data)]
+    argv = [*base, *flags, "--output-dir", str(tmp_path)]
+    part = example.main([*argv, "--epochs", "1", "--rounds", "1"])
+    with pytest.raises(ValueError, match="already holds another run"):
+        example.main([*argv, "--epochs", "2", "--rounds", "2"])
+    resumed = example.main([*argv, "--epochs", "2", "--rounds", "2", "--resume"])
+    # epoch 1 was restored, not trained again: its entry (wall time included) is the same
+    first = part["centralized"]["history"][0]
+    assert resumed["centralized"]["history"][0] == first
+    compared = assert_same_results(whole, tmp_path, drop_config=["quick", "resume"])
+    assert compared == ["federated/results.json", "results.json"]
