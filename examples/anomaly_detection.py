@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -217,7 +217,7 @@ def run_federation(
     trainer.fit(phase2_model(args.phase2_model, args.lr, args.seed), dm)
     models = [algorithm.community_model(k) for k in range(len(algorithm.communities))]
     per_client = [models[algorithm.community_of(c)] for c in dm.client_ids]
-    return trainer, per_client
+    return trainer, cast(list[ReconstructionAutoencoder], per_client)
 
 
 def measured_bytes(trainer: FederatedTrainer) -> tuple[int, int]:
@@ -274,7 +274,7 @@ def costs(
             OneClassSVMDetector(nu=0.1).fit(dm.client_data(c)[0]).nbytes for c in dm.client_ids
         ]
         ocsvm_bytes = float(np.mean(ocsvm))
-    table4 = {}
+    table4: dict[str, Any] = {}
     for label, p1_bytes, p2_params in (
         ("this_work", conv5_bytes, ConvAutoencoder7().num_parameters),
         ("prior_work", ocsvm_bytes, FlatAutoencoder(dm.input_shape).num_parameters),

@@ -109,7 +109,8 @@ def make_algorithm(args: argparse.Namespace) -> Algorithm:
     if args.algorithm == "fedavgm":
         return FedAvgM(momentum=args.server_momentum, uplink=uplink, **server_lr)
     if args.algorithm in ("fedadam", "fedyogi", "fedadagrad"):
-        return ALGORITHMS[args.algorithm](tau=args.tau, uplink=uplink, **server_lr)
+        adaptive = {"fedadam": FedAdam, "fedyogi": FedYogi, "fedadagrad": FedAdagrad}
+        return adaptive[args.algorithm](tau=args.tau, uplink=uplink, **server_lr)
     if args.algorithm == "scaffold":
         return Scaffold(option=args.scaffold_option, uplink=uplink, **server_lr)
     return FedAvg(uplink=uplink)
