@@ -207,14 +207,15 @@ def anomaly_epochs(run: str) -> str:
 
 
 def anomaly_budget(reference: str, *runs: str) -> str:
-    """Seed 000: federated AUC per class at several Phase II budgets, against the reference's
-    local and ideal baselines (the runs may skip the baselines)."""
+    """Seed 000: federated AUC per class of several runs (Phase II budgets or community
+    methods), against the reference's local and ideal baselines (the runs may skip them)."""
     ref = load(reference)
     fed = [load(run) for run in (reference, *runs)]
 
     header = ["class", f"local ({ref['config']['local_max_epochs']} epochs max)"]
     header += [
-        f"federated, r = {r['config']['rounds']} ({_phase2_epochs(r['config'])} epochs)"
+        f"federated, {r['config']['community_method']}, r = {r['config']['rounds']} "
+        f"({_phase2_epochs(r['config'])} epochs)"
         for r in fed
     ]
     header.append("ideal (reference budget)")
@@ -226,6 +227,46 @@ def anomaly_budget(reference: str, *runs: str) -> str:
         label = "**mean**" if c == "mean" else c
         rows.append([label, *(f"{v:.3f}" for v in cells)])
     return _table(header, rows)
+
+
+#: Tolerances and community methods of the Phase I re-scoring table.
+ANOMALY_TOLERANCES = (0.04, 0.06, 0.08)
+ANOMALY_METHODS = ("fastgreedy", "leiden", "louvain", "greedy_modularity")
+
+
+def anomaly_methods(run: str) -> str:
+    """Seed 000: every community method and three tolerances on one run's Phase I scores.
+
+    Recomputed from the run's saved inlier-ratio matrix (``phase1.ratios``) with the
+    library's own functions; the run's own (method, tolerance) must give its communities.
+    """
+    from fedlightning.algorithms.community import (
+        candidate_lists,
+        detect_communities,
+        similarity_graph,
+    )
+    from fedlightning.metrics.anomaly import adjusted_rand
+
+    r = load(run)
+    ratios, classes, seed = r["phase1"]["ratios"], r["client_inlier_class"], int(r["seed"])
+    rows = []
+    for tol in ANOMALY_TOLERANCES:
+        cells = []
+        for method in ANOMALY_METHODS:
+            groups = detect_communities(
+                similarity_graph(candidate_lists(ratios, tol)), method, seed=seed
+            )
+            if (method, tol) == (r["phase1"]["method"], r["phase1"]["tolerance"]):
+                if groups != r["communities"]:
+                    raise ValueError(f"{run}: its Phase I scores no longer give its communities")
+            mixed = [sorted({classes[i] for i in g}) for g in groups]
+            merges = " ".join(
+                "{" + ",".join(map(str, m)) + "}" for m in sorted(mixed) if len(m) > 1
+            )
+            ari = adjusted_rand(groups, classes)
+            cells.append(f"{len(groups)}, ARI {ari:.3f}" + (f": {merges}" if merges else ""))
+        rows.append([f"{tol:.2f}", *cells])
+    return _table(["t", *ANOMALY_METHODS], rows)
 
 
 # --- seed 004 (docs/fedmorph.md) -----------------------------------------------------------
@@ -251,11 +292,12 @@ def fedmorph_runs(reference: str, *runs: str) -> str:
                     f"{m['params_ratio']:.4f}",
                     f"1/{ref['bytes_down'] / m['bytes_down']:.1f}",
                     f"1/{ref['bytes_up'] / m['bytes_up']:.1f}",
+                    ", ".join(f"{js:.3f}" for _, js in m.get("distill_js", [])),
                     f"{m['wall_s']:,.0f}",
                 ]
             )
     header = ["run", "final acc", "best", "mean last 5", "vs FedAvg (points)", "params ratio"]
-    return _table([*header, "down / FedAvg", "up / FedAvg", "wall s"], rows)
+    return _table([*header, "down / FedAvg", "up / FedAvg", "JS after distilling", "wall s"], rows)
 
 
 def _curve_table(runs: tuple[str, ...], point: Callable[[Any], tuple[int, str]], every: int) -> str:
@@ -272,8 +314,40 @@ def _curve_table(runs: tuple[str, ...], point: Callable[[Any], tuple[int, str]],
 
 
 def fedmorph_curves(*runs: str) -> str:
-    """Seed 004: test accuracy every ten rounds for each run."""
-    return _curve_table(runs, lambda p: (int(p[0]), f"{p[1]:.3f}"), every=10)
+    """Seed 004: test accuracy of each run at every evaluation, or every ten rounds if the
+    runs were evaluated more than ten times."""
+    evaluations = max(len(next(iter(load(r)["methods"].values()))["curve"]) for r in runs)
+    every = 10 if evaluations > 10 else 1
+    return _curve_table(runs, lambda p: (int(p[0]), f"{p[1]:.3f}"), every=every)
+
+
+def fedmorph_distillation(*runs: str) -> str:
+    """Seed 004: accuracy at the evaluation before and after each distillation round.
+
+    Methods that never distil (no ``distill_js``) get no row; the runs must share their
+    distillation and evaluation schedules, so that the columns mean the same rounds.
+    """
+    schedules, rows = set(), []
+    for run in runs:
+        r = load(run)
+        cfg = r["config"]
+        every, step, rounds = int(cfg["distill_every"]), int(cfg["eval_every"]), int(cfg["rounds"])
+        for m in r["methods"].values():
+            if not m.get("distill_js"):
+                continue
+            schedules.add((every, step, rounds))
+            acc = {int(k): a for k, a in m["curve"]}
+            cells = [
+                f"{acc[k - step]:.3f} -> {acc[k]:.3f}" if k in acc and k - step in acc else ""
+                for k in range(every, rounds + 1, every)
+            ]
+            rows.append([run.rsplit("/", 1)[-1], *cells])
+    if len(schedules) != 1:
+        raise ValueError(
+            f"runs {runs} need one (distill_every, eval_every, rounds) schedule, got {schedules}"
+        )
+    every, step, rounds = schedules.pop()
+    return _table(["run"] + [f"r{k - step} -> r{k}" for k in range(every, rounds + 1, every)], rows)
 
 
 def fedmorph_layers(run: str) -> str:
@@ -392,8 +466,10 @@ RENDERERS: dict[str, Callable[..., str]] = {
         anomaly_summary,
         anomaly_epochs,
         anomaly_budget,
+        anomaly_methods,
         fedmorph_runs,
         fedmorph_curves,
+        fedmorph_distillation,
         fedmorph_layers,
         fsnet_runs,
         fsnet_curves,
