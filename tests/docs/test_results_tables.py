@@ -67,3 +67,30 @@ def test_unknown_renderer_is_named() -> None:
         tables.render("nope a/b")
     with pytest.raises(FileNotFoundError, match="no committed results for run 'a/b'"):
         tables.render("anomaly_auc a/b")
+
+
+def _run(every: int, rounds: int) -> dict:
+    curve = [[r, r / 100] for r in range(2, rounds + 1, 2)]
+    method = {"curve": curve, "distill_js": [[every, 0.01]]}
+    config = {"distill_every": every, "eval_every": 2, "rounds": rounds}
+    return {"config": config, "methods": {"fedmorph": method}}
+
+
+def test_fedmorph_distillation_reads_before_and_after_each_distillation(monkeypatch) -> None:
+    runs = {"p/a": _run(10, 20), "p/b": _run(10, 20), "p/c": _run(10, 30)}
+    monkeypatch.setattr(tables, "load", runs.__getitem__)
+    body = tables.fedmorph_distillation("p/a", "p/b")
+    assert "| r8 -> r10 | r18 -> r20 |" in body
+    assert "| a | 0.080 -> 0.100 | 0.180 -> 0.200 |" in body
+    with pytest.raises(ValueError, match="need one"):
+        tables.fedmorph_distillation("p/a", "p/c")
+
+
+def test_phase1_rescoring_refuses_scores_that_no_longer_give_the_runs_communities(
+    monkeypatch,
+) -> None:
+    run = tables.load("anomaly_detection/leiden")
+    broken = {**run, "communities": [sorted(range(90))]}
+    monkeypatch.setattr(tables, "load", lambda name: broken)
+    with pytest.raises(ValueError, match="no longer give its communities"):
+        tables.anomaly_methods("anomaly_detection/leiden")
