@@ -256,9 +256,9 @@ def anomaly_methods(run: str) -> str:
             groups = detect_communities(
                 similarity_graph(candidate_lists(ratios, tol)), method, seed=seed
             )
-            if (method, tol) == (r["phase1"]["method"], r["phase1"]["tolerance"]):
-                if groups != r["communities"]:
-                    raise ValueError(f"{run}: its Phase I scores no longer give its communities")
+            own = (method, tol) == (r["phase1"]["method"], r["phase1"]["tolerance"])
+            if own and groups != r["communities"]:
+                raise ValueError(f"{run}: its Phase I scores no longer give its communities")
             mixed = [sorted({classes[i] for i in g}) for g in groups]
             merges = " ".join(
                 "{" + ",".join(map(str, m)) + "}" for m in sorted(mixed) if len(m) > 1
