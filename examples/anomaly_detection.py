@@ -15,7 +15,13 @@ round 1 then 10 per round, batch 32, Adam 1e-3):
 ``--quick`` runs a small configuration (a few minutes of data, 20 clients) for tests.
 ``--jobs 2`` runs the two baselines in a second process beside the federated pipeline (they
 do not depend on it), one CPU thread each: on a 2-core machine this about halves the wall
-time of the whole comparison.
+time of the whole comparison. ``--part local`` or ``--part ideal`` runs one baseline alone.
+
+Every part is resumable: the federated pipeline and the ideal baseline checkpoint every round
+(``DIR/federated/checkpoints/``, ``DIR/ideal/checkpoints/``; the federated checkpoint holds
+Phase I's result, so a resumed run does not repeat it), the local baseline every client
+(``DIR/local/checkpoints/``). The same command with ``--resume`` continues a killed run, or
+extends a finished one to a larger ``--rounds``; the result is the uninterrupted run's.
 
 References:
     M. Nardi, L. Valerio, A. Passarella, "Communication Costs Analysis of Unsupervised
@@ -48,6 +54,7 @@ from fedlightning.algorithms.community import (
     true_communities,
 )
 from fedlightning.callbacks import CommCost
+from fedlightning.checkpoint import load_checkpoint, save_checkpoint
 from fedlightning.datamodules import load_dataset
 from fedlightning.datamodules.anomaly import AnomalyDataModule
 from fedlightning.metrics.anomaly import adjusted_rand, auc_table, community_table
@@ -58,7 +65,8 @@ from fedlightning.models.autoencoders import (
     ReconstructionAutoencoder,
 )
 from fedlightning.models.ocsvm import OneClassSVMDetector
-from fedlightning.script_args import add_trainer_arguments
+from fedlightning.run_dir import checkpoint_dir, prepare_output_dir, write_json
+from fedlightning.script_args import add_trainer_arguments, last_checkpoint
 from fedlightning.trainer import derive_seed
 from fedlightning.version import __version__
 
@@ -105,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    add_trainer_arguments(p, accelerator="cpu")
+    add_trainer_arguments(p, accelerator="cpu", resume=True)
     p.add_argument(
         "--train-subset",
         type=int,
@@ -129,8 +137,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--part",
         default="all",
-        choices=["all", "baselines"],
-        help="baselines: only the ideal and local baselines (what --jobs 2 runs beside)",
+        choices=["all", "baselines", "local", "ideal"],
+        help="baselines: only the ideal and local baselines (what --jobs 2 runs beside); "
+        "local, ideal: only that baseline",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--data-dir", type=Path, default=None)
@@ -187,14 +196,48 @@ def build_data(args: argparse.Namespace) -> AnomalyDataModule:
 
 
 def epochs_schedule(args: argparse.Namespace) -> list[int]:
-    """Local epochs of each Phase II round."""
-    return [args.epochs_first] + [args.epochs_per_round] * (args.rounds - 1)
+    """Local epochs of round 1, then of every later round (the last entry repeats).
+
+    Two entries whatever ``--rounds`` is, so a run extended to more rounds with ``--resume``
+    has the same algorithm settings as the run it continues.
+    """
+    return [args.epochs_first, args.epochs_per_round]
+
+
+def baseline_parts(args: argparse.Namespace) -> list[str]:
+    """The baselines this process runs: ``ideal`` and/or ``local``."""
+    if args.part in ("local", "ideal"):
+        return [args.part]
+    if args.part == "baselines" or (not args.skip_baselines and args.jobs == 1):
+        return ["ideal", "local"]
+    return []
+
+
+def check_output_dirs(args: argparse.Namespace) -> None:
+    """Refuse, before any training, a folder that holds another run (unless resuming it).
+
+    Checks every part's folder this command will write, the second process's included.
+
+    Raises:
+        ValueError: Naming the folder, from :func:`prepare_output_dir`.
+    """
+    names = ["federated"] if args.part == "all" else []
+    names += baseline_parts(args)
+    if args.part == "all" and args.jobs > 1 and not args.skip_baselines:
+        names += ["baselines/ideal", "baselines/local"]
+    for name in names:
+        folder = args.output_dir / name
+        resume = checkpoint_dir(folder) if args.resume else None
+        prepare_output_dir(folder, resume=resume, overwrite=args.overwrite)
 
 
 def run_federation(
     args: argparse.Namespace, dm: AnomalyDataModule, algorithm: CommunityFedAvg, name: str
 ) -> tuple[FederatedTrainer, list[ReconstructionAutoencoder]]:
-    """Phase II (and Phase I when the algorithm has one) through the FederatedTrainer."""
+    """Phase II (and Phase I when the algorithm has one) through the FederatedTrainer.
+
+    With ``--resume`` it continues from ``DIR/<name>/checkpoints/last.ckpt`` when there is one.
+    """
     loggers: Any = None
     if args.wandb:
         from fedlightning.loggers import wandb_logger
@@ -212,6 +255,7 @@ def run_federation(
         logger=loggers,
         eval_every=None,
         output_dir=args.output_dir / name,
+        resume=last_checkpoint(args.output_dir / name) if args.resume else None,
         progress_bar=not args.quick,  # rounds of a full run take minutes: show them
     )
     trainer.fit(phase2_model(args.phase2_model, args.lr, args.seed), dm)
@@ -382,32 +426,59 @@ def log_summary(args: argparse.Namespace, auc: dict[str, Any], pictures: list[Pa
         log.warning("W&B summary logging failed: %r", exc)
 
 
-def run_baselines(args: argparse.Namespace, dm: AnomalyDataModule) -> dict[str, Any]:
-    """The *ideal* (true grouping) and *local* (early stopping) baselines.
+def trained_seconds(trainer: FederatedTrainer, own_s: float, resumed: bool) -> float:
+    """A part's wall time: this process's, plus the time before the checkpoint it resumed."""
+    if not resumed:
+        return own_s
+    return max(own_s, float(trainer.results.get("wall_s", own_s)))
 
-    Returns:
-        ``{"auc": {"ideal": table, "local": table}, "timings": {"ideal_s", "local_s"}}``.
-    """
+
+def run_ideal(args: argparse.Namespace, dm: AnomalyDataModule) -> tuple[dict[str, Any], float]:
+    """The *ideal* baseline: FedAvg inside the true groups. Returns its AUC table and seconds."""
     classes = dm.inlier_classes.tolist()
-    num_classes = dm.anomaly_partition.num_classes
-    auc: dict[str, Any] = {}
-    timings: dict[str, float] = {}
     t = time.perf_counter()
+    resumed = args.resume and last_checkpoint(args.output_dir / "ideal") is not None
     ideal = CommunityFedAvg(
         communities=true_communities(classes), epochs_per_round=epochs_schedule(args)
     )
-    _, ideal_models = run_federation(args, dm, ideal, "ideal")
-    auc["ideal"] = auc_table(
-        client_aucs(ideal_models, classes, dm.class_test_data), classes, num_classes
+    trainer, models = run_federation(args, dm, ideal, "ideal")
+    table = auc_table(
+        client_aucs(models, classes, dm.class_test_data),
+        classes,
+        dm.anomaly_partition.num_classes,
     )
-    timings["ideal_s"] = time.perf_counter() - t
-    log.info("ideal: mean AUC %.3f", auc["ideal"]["mean"])
+    log.info("ideal: mean AUC %.3f", table["mean"])
+    return table, trained_seconds(trainer, time.perf_counter() - t, resumed)
 
-    t = time.perf_counter()
-    local_models, local_epochs = [], []
+
+def run_local(args: argparse.Namespace, dm: AnomalyDataModule) -> tuple[dict[str, Any], float]:
+    """The *local* baseline: each client alone, with early stopping.
+
+    Each client's trained weights, epochs and seconds are saved to
+    ``DIR/local/checkpoints/client_<id>.ckpt`` as soon as it finishes; with ``--resume`` a
+    client that has one is loaded instead of trained again (the same weights: every client's
+    training is seeded from ``(seed, client)`` alone).
+
+    Returns:
+        Its AUC table (with the epochs each client ran) and its seconds.
+    """
+    classes = dm.inlier_classes.tolist()
+    folder = checkpoint_dir(args.output_dir / "local")
+    folder.mkdir(parents=True, exist_ok=True)
     prototype = phase2_model(args.phase2_model, args.lr)
+    models, epochs, seconds = [], [], []
     for c in dm.client_ids:
-        model, epochs = train_local(
+        path = folder / f"client_{c:04d}.ckpt"
+        if args.resume and path.is_file():
+            saved = load_checkpoint(path)
+            model = phase2_model(args.phase2_model, args.lr)
+            model.load_state_dict(saved["state"])
+            models.append(model)
+            epochs.append(int(saved["epochs"]))
+            seconds.append(float(saved["seconds"]))
+            continue
+        t = time.perf_counter()
+        model, ran = train_local(
             prototype,
             dm.client_data(c)[0],
             max_epochs=args.local_max_epochs,
@@ -415,15 +486,33 @@ def run_baselines(args: argparse.Namespace, dm: AnomalyDataModule) -> dict[str, 
             batch_size=args.batch_size,
             seed=derive_seed(args.seed, LOCAL_STREAM, c),
         )
-        local_models.append(model)
-        local_epochs.append(epochs)
-    auc["local"] = auc_table(
-        client_aucs(local_models, classes, dm.class_test_data), classes, num_classes
+        took = time.perf_counter() - t
+        save_checkpoint(path, {"state": model.state_dict(), "epochs": ran, "seconds": took})
+        models.append(model)
+        epochs.append(ran)
+        seconds.append(took)
+    table = auc_table(
+        client_aucs(models, classes, dm.class_test_data),
+        classes,
+        dm.anomaly_partition.num_classes,
     )
-    auc["local"]["epochs_mean"] = float(np.mean(local_epochs))
-    auc["local"]["epochs_per_client"] = [int(e) for e in local_epochs]
-    timings["local_s"] = time.perf_counter() - t
-    log.info("local: mean AUC %.3f", auc["local"]["mean"])
+    table["epochs_mean"] = float(np.mean(epochs))
+    table["epochs_per_client"] = [int(e) for e in epochs]
+    log.info("local: mean AUC %.3f", table["mean"])
+    return table, float(sum(seconds))
+
+
+def run_baselines(args: argparse.Namespace, dm: AnomalyDataModule) -> dict[str, Any]:
+    """The baselines this process runs (see :func:`baseline_parts`).
+
+    Returns:
+        ``{"auc": {name: table}, "timings": {name + "_s": seconds}}``.
+    """
+    auc: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    for name in baseline_parts(args):
+        runner = run_ideal if name == "ideal" else run_local
+        auc[name], timings[f"{name}_s"] = runner(args, dm)
     return {"auc": auc, "timings": timings}
 
 
@@ -459,12 +548,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.output_dir.mkdir(parents=True, exist_ok=True)
+    check_output_dirs(args)
     dm = build_data(args)
     dm.setup()
-    if args.part == "baselines":
+    if args.part != "all":
         part = run_baselines(args, dm)
-        part["wall_s"] = time.perf_counter() - start
-        (args.output_dir / "results.json").write_text(json.dumps(part, indent=2))
+        part["wall_s"] = max(time.perf_counter() - start, sum(part["timings"].values()))
+        part["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        part["seed"] = args.seed
+        part["version"] = __version__
+        write_json(args.output_dir / "results.json", part)
         return part
     child = None
     if args.jobs > 1 and not args.skip_baselines:
@@ -474,13 +567,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
+    resumed = args.resume and last_checkpoint(args.output_dir / "federated") is not None
     phase1 = GroupIdentification(
         phase1_detector(args), tolerance=args.tolerance, method=args.community_method
     )
     fed = CommunityFedAvg(phase1=phase1, epochs_per_round=epochs_schedule(args))
     fed_trainer, fed_models = run_federation(args, dm, fed, "federated")
-    timings["federated_s"] = time.perf_counter() - t
-    assert fed.phase1_result is not None
+    timings["federated_s"] = trained_seconds(fed_trainer, time.perf_counter() - t, resumed)
+    if fed.phase1_result is None:
+        raise ValueError(
+            f"the checkpoint in {args.output_dir / 'federated'} has no Phase I result (it was "
+            "written by an earlier version); run again without --resume, with --overwrite"
+        )
     timings["phase1_s"] = fed.phase1_result.seconds
     communities = fed.communities
     auc: dict[str, Any] = {
@@ -490,10 +588,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     log.info("federated: mean AUC %.3f", auc["federated"]["mean"])
 
+    # A resumed part counts the time before its checkpoint too, so the run's wall time is
+    # at least its parts' (in sequence, or side by side with --jobs 2).
+    parts_s = timings["federated_s"]
     if not args.skip_baselines:
         baselines = collect_baselines(*child) if child else run_baselines(args, dm)
         auc.update(baselines["auc"])
         timings.update(baselines["timings"])
+        if child:
+            parts_s = max(parts_s, float(baselines["wall_s"]))
+        else:
+            parts_s += sum(baselines["timings"].values())
 
     graph_png = plot_graph(
         args.output_dir / "community_graph.png",
@@ -529,10 +634,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "version": __version__,
         "num_clients": dm.num_clients,
         "num_train_samples": sum(dm.num_samples(c) for c in dm.client_ids),
-        "wall_s": time.perf_counter() - start,
+        "wall_s": max(time.perf_counter() - start, parts_s),
     }
     results["bytes"].pop("per_client", None)
-    (args.output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(args.output_dir / "results.json", results)
     return results
 
 
@@ -542,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     seed_everything(args.seed, verbose=False)  # every global generator, from --seed
     results = run(args)
-    if args.part == "baselines":
+    if args.part != "all":
         print(json.dumps({k: round(v["mean"], 4) for k, v in results["auc"].items()}))
         return 0
     summary = {

@@ -107,7 +107,8 @@ def prepare_output_dir(output_dir: Path, *, resume: Path | None, overwrite: bool
     raise ValueError(
         f"output_dir={output_dir} already holds another run ({', '.join(held)}); use a new "
         "folder, resume it with resume=<its checkpoints/last.ckpt> (--resume in the "
-        "examples fedavg.py, fsnet.py, fedmorph.py and federated_vae.py), or pass "
+        "examples fedavg.py, fsnet.py, fedmorph.py, federated_vae.py and "
+        "anomaly_detection.py), or pass "
         "overwrite=True (--overwrite in the examples, --trainer.overwrite true in the CLI) to "
         "replace it"
     )

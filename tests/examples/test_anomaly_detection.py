@@ -125,3 +125,42 @@ def test_phase1_scores_are_kept_and_reproduce_the_candidate_lists(quick_run):
     ratios = np.array(r["phase1"]["ratios"])
     assert ratios.shape == (n, n) and ((ratios >= 0) & (ratios <= 1)).all()
     assert candidate_lists(ratios, r["phase1"]["tolerance"]) == r["phase1"]["candidates"]
+
+
+def test_killed_run_resumed_gives_the_uninterrupted_result(
+    quick_run, tmp_path, assert_same_results, caplog
+):
+    # One Phase II round, then a kill halfway through the local baseline (its last clients
+    # never saved); the same command must refuse the folder, and with --resume must finish
+    # with the fixture's result without repeating Phase I or the finished clients.
+    import logging
+
+    first_dir, _ = quick_run
+    base = ["--output-dir", str(tmp_path), "--quick", "--seed", "1"]
+    assert _example().main([*base, "--rounds", "1"]) == 0
+    saved = sorted((tmp_path / "local" / "checkpoints").glob("client_*.ckpt"))
+    assert len(saved) == 20
+    for path in saved[12:]:
+        path.unlink()
+    with pytest.raises(ValueError, match=r"already holds another run.*anomaly_detection\.py"):
+        _example().main(base)
+    with caplog.at_level(logging.INFO):
+        assert _example().main([*base, "--resume"]) == 0
+    assert not [r for r in caplog.records if r.getMessage().startswith("Phase I:")]
+    files = {
+        "results.json": "results.json",
+        "federated/results.json": "federated/results.json",
+        "ideal/results.json": "ideal/results.json",
+    }
+    assert_same_results(first_dir, tmp_path, files, drop_config=("resume", "argv"))
+
+
+def test_one_baseline_alone(quick_run, tmp_path):
+    # --part local runs the local baseline only: the fixture's local AUCs, no ideal folder.
+    _, first = quick_run
+    args = ["--output-dir", str(tmp_path), "--quick", "--seed", "1", "--part", "local"]
+    assert _example().main(args) == 0
+    part = json.loads((tmp_path / "results.json").read_text())
+    assert set(part["auc"]) == {"local"} and set(part["timings"]) == {"local_s"}
+    assert part["auc"]["local"] == first["auc"]["local"]
+    assert not (tmp_path / "ideal").exists() and not (tmp_path / "federated").exists()

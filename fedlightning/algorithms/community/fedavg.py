@@ -165,11 +165,16 @@ class CommunityFedAvg(Algorithm):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"communities": self.communities, "states": self.states}
+        state: dict[str, Any] = {"communities": self.communities, "states": self.states}
+        if self.phase1_result is not None:  # a resumed run reports Phase I too
+            state["phase1_result"] = self.phase1_result.state_dict()
+        return state
 
     @override
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.communities = [list(g) for g in state["communities"]]
+        if "phase1_result" in state:
+            self.phase1_result = Phase1Result.from_state_dict(state["phase1_result"])
         # Checkpoints load on the CPU; the community models live where the global model is.
         device = module_device(self.global_model) if self._global_model is not None else None
         self.states = [

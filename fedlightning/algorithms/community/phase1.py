@@ -113,6 +113,39 @@ class Phase1Result:
     bytes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def state_dict(self) -> dict[str, Any]:
+        """The result as plain values and tensors, for a checkpoint.
+
+        ``torch.load(weights_only=True)`` loads it back; the graph is not stored: it is a
+        function of the candidate lists and :meth:`from_state_dict` rebuilds it.
+        """
+        return {
+            "communities": [list(g) for g in self.communities],
+            "candidates": [list(c) for c in self.candidates],
+            "ratios": torch.as_tensor(np.asarray(self.ratios)),
+            "modularity": float(self.modularity),
+            "leader": int(self.leader),
+            "model_bytes": [int(b) for b in self.model_bytes],
+            "bytes": {k: int(v) for k, v in self.bytes.items()},
+            "seconds": float(self.seconds),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Phase1Result:
+        """The result :meth:`state_dict` saved, with its graph rebuilt."""
+        candidates = [[int(c) for c in listed] for listed in state["candidates"]]
+        return cls(
+            communities=[[int(c) for c in g] for g in state["communities"]],
+            candidates=candidates,
+            ratios=state["ratios"].numpy(),
+            graph=similarity_graph(candidates),
+            modularity=float(state["modularity"]),
+            leader=int(state["leader"]),
+            model_bytes=[int(b) for b in state["model_bytes"]],
+            bytes={k: int(v) for k, v in state["bytes"].items()},
+            seconds=float(state["seconds"]),
+        )
+
     @property
     def mean_candidates(self) -> float:
         """Mean candidate-list size over the clients that send one (``G_m`` of eq. 1)."""

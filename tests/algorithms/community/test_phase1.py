@@ -52,6 +52,27 @@ def test_phase1_finds_the_true_groups_and_every_exchange_is_a_message(
     assert result.modularity == pytest.approx(0.5)
 
 
+def test_phase1_result_survives_a_checkpoint(two_class_data, brightness_detector, tmp_path):
+    # A resumed run reports Phase I from its checkpoint: the result must come back whole from
+    # a weights_only file, its graph rebuilt from the candidate lists.
+    import networkx as nx
+
+    from fedlightning.algorithms.community import Phase1Result
+    from fedlightning.checkpoint import load_checkpoint, save_checkpoint
+
+    result = GroupIdentification(brightness_detector(), tolerance=0.1).run(
+        _client_data(two_class_data), seed=2
+    )
+    path = save_checkpoint(tmp_path / "p1.ckpt", {"phase1": result.state_dict()})
+    back = Phase1Result.from_state_dict(load_checkpoint(path)["phase1"])
+    for name in ("communities", "candidates", "modularity", "leader", "model_bytes", "bytes"):
+        assert getattr(back, name) == getattr(result, name), name
+    assert back.seconds == result.seconds and back.mean_candidates == result.mean_candidates
+    np.testing.assert_array_equal(back.ratios, result.ratios)
+    assert back.ratios.dtype == result.ratios.dtype
+    assert nx.utils.graphs_equal(back.graph, result.graph)
+
+
 def test_autoencoder_detector_sends_weights_and_its_threshold(two_class_data):
     detector = AutoencoderDetector(ConvAutoencoder5(), epochs=1, outlier_fraction=0.1)
     result = GroupIdentification(detector, method="leiden").run(
