@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,7 +60,7 @@ from fedlightning.metrics import classifier_scores, frechet_distance_images
 from fedlightning.models import ClassifierFeatures, ConvVAE, FeatureClassifier, fit_classifier
 from fedlightning.plotting import plot_image_panels, plot_loss_curves, plot_tsne
 from fedlightning.run_dir import LAST_CHECKPOINT, checkpoint_dir, prepare_output_dir
-from fedlightning.script_args import add_trainer_arguments, last_checkpoint
+from fedlightning.script_args import add_trainer_arguments, last_checkpoint, run_script
 from fedlightning.version import __version__
 
 CLASS_NAMES = {
@@ -296,6 +297,36 @@ def relative_gap(federated: float, centralized: float) -> float:
     return abs(federated - centralized) / max(abs(centralized), 1e-12)
 
 
+def targets(centralized: Mapping[str, float], federated: Mapping[str, float]) -> dict[str, Any]:
+    """The two targets: federated test ELBO within 5%, Frechet distance within 20%.
+
+    One-sided: the claim is that the federated model is *not worse* than the centralized
+    one ("comparable performance", seed 002 Sec. 5), so a federated model that is better
+    meets a target by any margin. ``*_relative_gap`` is the size of the difference either
+    way; ``elbo_shortfall`` and ``frechet_excess`` are signed, positive where federated is
+    worse (a lower ELBO, a larger distance).
+
+    Args:
+        centralized: The centralized model's scores (``test_elbo``, ``frechet_distance``).
+        federated: The federated model's.
+
+    Returns:
+        The gaps and whether each target is met.
+    """
+    c_elbo, f_elbo = centralized["test_elbo"], federated["test_elbo"]
+    c_fd, f_fd = centralized["frechet_distance"], federated["frechet_distance"]
+    elbo_shortfall = (c_elbo - f_elbo) / max(abs(c_elbo), 1e-12)
+    frechet_excess = (f_fd - c_fd) / max(abs(c_fd), 1e-12)
+    return {
+        "elbo_relative_gap": relative_gap(f_elbo, c_elbo),
+        "elbo_shortfall": elbo_shortfall,
+        "elbo_within_5pct": elbo_shortfall <= 0.05,
+        "frechet_relative_gap": relative_gap(f_fd, c_fd),
+        "frechet_excess": frechet_excess,
+        "frechet_within_20pct": frechet_excess <= 0.20,
+    }
+
+
 def make_figures(
     output_dir: Path,
     args: argparse.Namespace,
@@ -482,15 +513,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["classifier"] = reference
     bytes_ = trainer.results.get("bytes", {})
     results["bytes"] = {k: bytes_[k] for k in ("down", "up", "total") if k in bytes_}
-    c, f = results["centralized"], results["federated"]
-    elbo_gap = relative_gap(f["test_elbo"], c["test_elbo"])
-    fd_gap = relative_gap(f["frechet_distance"], c["frechet_distance"])
-    results["targets"] = {
-        "elbo_relative_gap": elbo_gap,
-        "elbo_within_5pct": elbo_gap <= 0.05,
-        "frechet_relative_gap": fd_gap,
-        "frechet_within_20pct": fd_gap <= 0.20,
-    }
+    results["targets"] = targets(results["centralized"], results["federated"])
 
     # ---------------------------------------------------------------- pictures
     figures = make_figures(
@@ -531,4 +554,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, __file__))
