@@ -66,7 +66,7 @@ from fedlightning.models.autoencoders import (
 )
 from fedlightning.models.ocsvm import OneClassSVMDetector
 from fedlightning.run_dir import checkpoint_dir, prepare_output_dir, write_json
-from fedlightning.script_args import add_trainer_arguments, last_checkpoint
+from fedlightning.script_args import add_trainer_arguments, last_checkpoint, run_script
 from fedlightning.trainer import derive_seed
 from fedlightning.version import __version__
 
@@ -668,4 +668,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main, __file__))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from fedlightning.datamodules import (
     SortedShards,
 )
 from fedlightning.models import CIFARClassifier, MNISTClassifier
-from fedlightning.script_args import add_trainer_arguments, last_checkpoint
+from fedlightning.script_args import add_trainer_arguments, last_checkpoint, run_script
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "fedavg": FedAvg,
@@ -189,4 +190,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, __file__))

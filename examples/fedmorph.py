@@ -57,7 +57,7 @@ from fedlightning.codecs import Codec, TopK
 from fedlightning.datamodules import IID, Dirichlet, FederatedDataModule, load_dataset
 from fedlightning.models.masked import MaskedClassifier, MaskedResNet8, MaskedResNet18, MaskedVGG16
 from fedlightning.models.masked.morph import count_params
-from fedlightning.script_args import add_trainer_arguments, last_checkpoint
+from fedlightning.script_args import add_trainer_arguments, last_checkpoint, run_script
 from fedlightning.version import __version__
 
 log = logging.getLogger("fedmorph")
@@ -476,4 +476,4 @@ def _write(out_dir: Path, results: dict[str, Any], start: float) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_script(lambda: main(sys.argv[1:]), __file__))

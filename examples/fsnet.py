@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +50,7 @@ from fedlightning.codecs import Codec, Float16, UInt8
 from fedlightning.datamodules import IID, FederatedDataModule, SortedShards
 from fedlightning.executors.vectorized import VectorizedExecutor
 from fedlightning.models import CIFARClassifier, MNISTClassifier
-from fedlightning.script_args import add_trainer_arguments, last_checkpoint
+from fedlightning.script_args import add_trainer_arguments, last_checkpoint, run_script
 from fedlightning.version import __version__
 
 METHODS = ("fedavg_iid", "fedavg", "fedprox", "fedfsnet")
@@ -444,4 +445,4 @@ def main(
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, __file__))

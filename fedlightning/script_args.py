@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from fedlightning.accelerators import ACCELERATORS, PRECISIONS
 from fedlightning.run_dir import last_checkpoint
 
-__all__ = ["add_trainer_arguments", "last_checkpoint"]
+__all__ = ["add_trainer_arguments", "last_checkpoint", "run_script"]
 
 
 def add_trainer_arguments(
@@ -52,3 +55,31 @@ def add_trainer_arguments(
             help="continue the run in the output folder from its checkpoints/last.ckpt "
             "(same result as an uninterrupted run; a larger --rounds extends it)",
         )
+
+
+def run_script(main: Callable[[], object], script: str) -> int:
+    """Run an example script's ``main``, the way the ``fedlightning`` CLI runs its own.
+
+    A setting or an input that is refused (``ValueError``: a bad option value, an output
+    folder that holds another run, a checkpoint of another run) is printed as one line on
+    stderr, naming the script, with exit status 2, rather than as a traceback.
+
+    Args:
+        main: The script's entry point, called without arguments (it reads ``sys.argv``).
+        script: The script's path or name, for the message.
+
+    Returns:
+        The exit status: ``main``'s own when it returns an ``int``, else 0.
+
+    Example:
+        >>> def main() -> None:
+        ...     raise ValueError("rounds must be >= 1, got rounds=0")
+        >>> run_script(main, "fedavg.py")
+        2
+    """
+    try:
+        status = main()
+    except ValueError as exc:
+        print(f"{Path(script).name}: error: {exc}", file=sys.stderr)
+        return 2
+    return status if isinstance(status, int) else 0
