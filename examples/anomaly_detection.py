@@ -554,6 +554,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.part != "all":
         part = run_baselines(args, dm)
         part["wall_s"] = max(time.perf_counter() - start, sum(part["timings"].values()))
+        part["client_inlier_class"] = dm.inlier_classes.tolist()
         part["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         part["seed"] = args.seed
         part["version"] = __version__

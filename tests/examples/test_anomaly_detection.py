@@ -162,5 +162,6 @@ def test_one_baseline_alone(quick_run, tmp_path):
     assert _example().main(args) == 0
     part = json.loads((tmp_path / "results.json").read_text())
     assert set(part["auc"]) == {"local"} and set(part["timings"]) == {"local_s"}
+    assert part["client_inlier_class"] == first["client_inlier_class"]
     assert part["auc"]["local"] == first["auc"]["local"]
     assert not (tmp_path / "ideal").exists() and not (tmp_path / "federated").exists()
