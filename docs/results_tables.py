@@ -229,6 +229,46 @@ def anomaly_budget(reference: str, *runs: str) -> str:
     return _table(header, rows)
 
 
+def anomaly_local(reference: str, *runs: str) -> str:
+    """Seed 000: the local baseline under several epoch budgets, per class, with the epochs
+    its clients ran (early stopping), against the reference run's federated and ideal.
+
+    A run must have the reference's clients (the same inlier class per client).
+    """
+    ref = load(reference)
+    locals_ = [ref, *(load(run) for run in runs)]
+    classes = ref["client_inlier_class"]
+    for run, r in zip(runs, locals_[1:], strict=True):
+        if r["client_inlier_class"] != classes:
+            raise ValueError(f"{run}: its clients differ from {reference}'s")
+    header = ["class"]
+    header += [f"local, {r['config']['local_max_epochs']} epochs max" for r in locals_]
+    header += [
+        f"federated, {ref['config']['community_method']}, r = {ref['config']['rounds']} "
+        f"({_phase2_epochs(ref['config'])} epochs)",
+        "ideal",
+    ]
+    rows = []
+    for c in [*map(str, range(10)), "mean"]:
+        members = [i for i, k in enumerate(classes) if c == "mean" or str(k) == c]
+        cells = ["**mean**" if c == "mean" else c]
+        for r in locals_:
+            table = r["auc"]["local"]
+            auc = table["mean"] if c == "mean" else table["per_class"][c]
+            ran = table.get("epochs_per_client")  # older runs kept the mean only
+            epochs = (
+                f"{sum(ran[i] for i in members) / len(members):.1f} epochs"
+                if ran is not None
+                else f"{table['epochs_mean']:.1f} epochs, mean of all"
+            )
+            cells.append(f"{auc:.3f} ({epochs})")
+        for setting in ("federated", "ideal"):
+            table = ref["auc"][setting]
+            cells.append(f"{table['mean'] if c == 'mean' else table['per_class'][c]:.3f}")
+        rows.append(cells)
+    return _table(header, rows)
+
+
 #: Tolerances and community methods of the Phase I re-scoring table.
 ANOMALY_TOLERANCES = (0.04, 0.06, 0.08)
 ANOMALY_METHODS = ("fastgreedy", "leiden", "louvain", "greedy_modularity")
@@ -466,6 +506,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         anomaly_summary,
         anomaly_epochs,
         anomaly_budget,
+        anomaly_local,
         anomaly_methods,
         fedmorph_runs,
         fedmorph_curves,

@@ -94,3 +94,33 @@ def test_phase1_rescoring_refuses_scores_that_no_longer_give_the_runs_communitie
     monkeypatch.setattr(tables, "load", lambda name: broken)
     with pytest.raises(ValueError, match="no longer give its communities"):
         tables.anomaly_methods("anomaly_detection/leiden")
+
+
+def test_anomaly_local_sets_budgets_side_by_side_and_refuses_other_clients(monkeypatch) -> None:
+    ref = tables.load("anomaly_detection/leiden")
+    longer = {
+        "config": {**ref["config"], "local_max_epochs": 91},
+        "client_inlier_class": ref["client_inlier_class"],
+        "auc": {
+            "local": {
+                **ref["auc"]["local"],
+                "epochs_per_client": [50 + k for k in ref["client_inlier_class"]],
+            }
+        },
+    }
+    runs = {"a/ref": ref, "a/long": longer, "a/other": {**longer, "client_inlier_class": [0] * 90}}
+    monkeypatch.setattr(tables, "load", runs.__getitem__)
+    body = tables.anomaly_local("a/ref", "a/long")
+    assert "| local, 40 epochs max | local, 91 epochs max |" in body
+    mean_local = ref["auc"]["local"]["mean"]
+    row = (
+        f"| **mean** | {mean_local:.3f} (40.0 epochs, mean of all) | {mean_local:.3f} (54.5 epochs)"
+    )
+    assert row in body
+    per_class = ref["auc"]["local"]["per_class"]["3"]
+    assert (
+        f"| 3 | {per_class:.3f} (40.0 epochs, mean of all) | {per_class:.3f} (53.0 epochs) |"
+        in body
+    )
+    with pytest.raises(ValueError, match="clients differ"):
+        tables.anomaly_local("a/ref", "a/other")
