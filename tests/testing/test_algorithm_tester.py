@@ -8,6 +8,7 @@ a hand-made bug into the library and assert that the corresponding check fails.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,3 +345,32 @@ def test_tester_catches_resume_without_client_states(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(FederatedTrainer, "_load_checkpoint", forgetful)
     with pytest.raises(AssertionError, match=r"trainer\.client_states\[\d+\]\['local_state'\]"):
         tester.check_resume()
+
+
+def test_resume_check_ignores_durations_in_the_state_but_nothing_else() -> None:
+    """A duration kept in the algorithm state (seed 000 keeps Phase I's seconds) differs
+    between any two runs; a counter that a resume fails to restore must still be caught."""
+
+    class Timed(FedAvg):
+        def __init__(self, restore: bool = True) -> None:
+            super().__init__()
+            self.restore = restore
+            self.rounds_seen = 0
+            self.started = time.perf_counter()
+
+        def aggregate(self, round: int, replies: list[Any]) -> None:
+            super().aggregate(round, replies)
+            self.rounds_seen += 1
+
+        def state_dict(self) -> dict[str, Any]:
+            timing = {"setup_seconds": time.perf_counter() - self.started, "round_s": 0.1}
+            return {**super().state_dict(), "rounds_seen": self.rounds_seen, "timing": timing}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            super().load_state_dict(state)
+            if self.restore:
+                self.rounds_seen = state["rounds_seen"]
+
+    AlgorithmTester(Timed).check_resume()
+    with pytest.raises(AssertionError, match=r"\['rounds_seen'\]"):
+        AlgorithmTester(lambda: Timed(restore=False)).check_resume()
