@@ -52,9 +52,15 @@ def test_every_committed_run_is_shown_and_has_its_command() -> None:
     for run in RUNS:
         name = str(run.relative_to(DOCS / "results"))
         assert name in shown, f"docs/results/{name} is committed but no page shows it"
-        command = shlex.split((run / "command.txt").read_text().strip())
-        script = next(a for a in command if a.endswith(".py"))
-        assert (DOCS.parent / script).is_file(), f"{name}: {script} does not exist"
+        # One command per line, in order ("#" lines comment); the last wrote results.json.
+        lines = (run / "command.txt").read_text().splitlines()
+        commands = [shlex.split(line) for line in lines if line.strip() and line[0] != "#"]
+        assert commands, f"{name}: command.txt holds no command"
+        for command in commands:
+            scripts = [a for a in command if a.endswith(".py")]
+            assert all((DOCS.parent / a).is_file() for a in scripts), f"{name}: {scripts}"
+        command = commands[-1]
+        assert any(a.endswith(".py") for a in command), f"{name}: the last command runs no script"
         config = json.loads((run / "results.json").read_text()).get("config", {})
         if "--output-dir" in command and "output_dir" in config:
             assert command[command.index("--output-dir") + 1] == config["output_dir"], name
