@@ -45,7 +45,7 @@ import itertools
 import json
 import math
 import tempfile
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -393,18 +393,11 @@ def _float_state(module: LightningModule) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def _untimed(history: Iterable[Mapping[str, float]]) -> list[dict[str, float]]:
-    """History entries without wall-clock keys (``*_s``, ``*seconds*``)."""
-    return [
-        {k: v for k, v in entry.items() if not (k.endswith("_s") or "seconds" in k)}
-        for entry in history
-    ]
-
-
 def _without_timings(state: Any) -> Any:
-    """``state`` with every wall-clock entry of its mappings (``*_s``, ``*seconds*``) dropped.
+    """``state`` (an algorithm state, a history) with every wall-clock entry of its mappings
+    (keys ``*_s``, ``*seconds*``) dropped, at any depth.
 
-    Durations differ between any two runs; everything else in a state must match.
+    Durations differ between any two runs; everything else must match.
     """
     if isinstance(state, Mapping):
         return {
@@ -993,7 +986,7 @@ class AlgorithmTester:
                 resumed.algorithm.server_optimizer_state(),
             ),
             ("trainer.client_states", full.client_states, resumed.client_states),
-            ("history", _untimed(full.history), _untimed(resumed.history)),
+            ("history", _without_timings(full.history), _without_timings(resumed.history)),
             ("results['bytes']", full.results.get("bytes"), resumed.results.get("bytes")),
             ("drops", full.drops, resumed.drops),
         ]
@@ -1040,7 +1033,7 @@ class AlgorithmTester:
                     out.algorithm.state_dict(),
                 ),
                 ("trainer.client_states", reference.client_states, out.client_states),
-                ("history", _untimed(reference.history), _untimed(out.history)),
+                ("history", _without_timings(reference.history), _without_timings(out.history)),
             ]
             for where, expected, actual in pairs:
                 _differences(expected, actual, where, atol, atol, problems)
