@@ -340,6 +340,61 @@ def fedmorph_runs(reference: str, *runs: str) -> str:
     return _table([*header, "down / FedAvg", "up / FedAvg", "JS after distilling", "wall s"], rows)
 
 
+def _mean_sd(values: list[float]) -> str:
+    """``mean +- sd`` in points (sample standard deviation; ``mean`` alone for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{100 * mean:.1f}"
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{100 * mean:.1f} +- {100 * sd:.1f}"
+
+
+def fedmorph_seeds(reference: str, *groups: str) -> str:
+    """Seed 004: methods over several seeds, each against the reference method on the same seed.
+
+    Each argument is one method's runs, comma-separated (``fedmorph/a,fedmorph/b``); the first
+    is the reference (FedAvg). A seed fixes the partition, the sampled clients and the
+    initialisation, so the gap to the reference is taken seed by seed (paired), then averaged;
+    every group must hold the reference's seeds.
+    """
+
+    def method(group: str) -> dict[int, dict[str, Any]]:
+        by_seed: dict[int, dict[str, Any]] = {}
+        for run in group.split(","):
+            r = load(run)
+            by_seed[int(r["seed"])] = next(iter(r["methods"].values()))
+        return by_seed
+
+    ref = method(reference)
+    rows = []
+    for group in (reference, *groups):
+        runs = method(group)
+        if sorted(runs) != sorted(ref):
+            raise ValueError(
+                f"{group}: seeds {sorted(runs)} differ from the reference's {sorted(ref)}"
+            )
+        seeds = sorted(runs)
+        name = next(iter(load(group.split(",")[0])["methods"]))
+        keep = load(group.split(",")[0])["config"].get("keep_ratio")
+        gaps = [runs[s]["accuracy"] - ref[s]["accuracy"] for s in seeds]
+        gaps_last = [_last_mean(runs[s]["curve"]) - _last_mean(ref[s]["curve"]) for s in seeds]
+        rows.append(
+            [
+                name if name in ("fedavg", "fedprox") else f"{name} (keep {keep})",
+                ", ".join(map(str, seeds)),
+                ", ".join(f"{100 * runs[s]['accuracy']:.1f}" for s in seeds),
+                _mean_sd([runs[s]["accuracy"] for s in seeds]),
+                ", ".join(f"{100 * g:+.1f}" for g in gaps),
+                _mean_sd(gaps),
+                _mean_sd(gaps_last),
+                f"1/{ref[seeds[0]]['bytes_down'] / runs[seeds[0]]['bytes_down']:.1f}",
+            ]
+        )
+    header = ["method", "seeds", "final acc (%) per seed", "final acc, mean +- sd"]
+    header += ["vs FedAvg per seed", "vs FedAvg, mean +- sd", "vs FedAvg, mean last 5"]
+    return _table([*header, "down / FedAvg"], rows)
+
+
 def _curve_table(runs: tuple[str, ...], point: Callable[[Any], tuple[int, str]], every: int) -> str:
     """One row per run's (single) method: its accuracy at every ``every``-th evaluated round."""
     curves = {
@@ -509,6 +564,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         anomaly_local,
         anomaly_methods,
         fedmorph_runs,
+        fedmorph_seeds,
         fedmorph_curves,
         fedmorph_distillation,
         fedmorph_layers,

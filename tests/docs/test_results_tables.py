@@ -130,3 +130,29 @@ def test_anomaly_local_sets_budgets_side_by_side_and_refuses_other_clients(monke
     )
     with pytest.raises(ValueError, match="clients differ"):
         tables.anomaly_local("a/ref", "a/other")
+
+
+def test_fedmorph_seeds_pairs_each_seed_with_the_reference_and_refuses_missing_seeds(
+    monkeypatch,
+) -> None:
+    def run(method: str, seed: int, acc: float, down: int) -> dict:
+        curve = [[r, acc - 0.01 * (5 - i)] for i, r in enumerate(range(42, 52, 2))]
+        curve[-1][1] = acc
+        entry = {"accuracy": acc, "curve": curve, "bytes_down": down}
+        return {"seed": seed, "config": {"keep_ratio": 0.25}, "methods": {method: entry}}
+
+    runs = {
+        "f/avg1": run("fedavg", 1, 0.80, 1600),
+        "f/avg2": run("fedavg", 2, 0.90, 1600),
+        "f/m1": run("fedmorph", 1, 0.79, 100),
+        "f/m2": run("fedmorph", 2, 0.86, 100),
+        "f/m3": run("fedmorph", 3, 0.86, 100),
+    }
+    monkeypatch.setattr(tables, "load", runs.__getitem__)
+    body = tables.fedmorph_seeds("f/avg1,f/avg2", "f/m2,f/m1")
+    # the gap is taken seed by seed: -1.0 on seed 1, -4.0 on seed 2 (mean -2.5, sd 2.1)
+    assert "| fedmorph (keep 0.25) | 1, 2 | 79.0, 86.0 | 82.5 +- 4.9 | -1.0, -4.0 |" in body
+    assert "| -2.5 +- 2.1 | -2.5 +- 2.1 | 1/16.0 |" in body
+    assert "| fedavg | 1, 2 | 80.0, 90.0 | 85.0 +- 7.1 | +0.0, +0.0 | 0.0 +- 0.0 |" in body
+    with pytest.raises(ValueError, match=r"seeds \[1, 3\] differ"):
+        tables.fedmorph_seeds("f/avg1,f/avg2", "f/m1,f/m3")
