@@ -349,6 +349,12 @@ def _mean_sd(values: list[float]) -> str:
     return f"{100 * mean:.1f} +- {100 * sd:.1f}"
 
 
+def _ratio_range(ratios: list[float]) -> str:
+    """``1/x``, or ``1/lo to 1/hi`` where the seeds' ratios differ at one decimal."""
+    lo, hi = f"1/{min(ratios):.1f}", f"1/{max(ratios):.1f}"
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
 def fedmorph_seeds(reference: str, *groups: str) -> str:
     """Seed 004: methods over several seeds, each against the reference method on the same seed.
 
@@ -387,7 +393,7 @@ def fedmorph_seeds(reference: str, *groups: str) -> str:
                 ", ".join(f"{100 * g:+.1f}" for g in gaps),
                 _mean_sd(gaps),
                 _mean_sd(gaps_last),
-                f"1/{ref[seeds[0]]['bytes_down'] / runs[seeds[0]]['bytes_down']:.1f}",
+                _ratio_range([ref[s]["bytes_down"] / runs[s]["bytes_down"] for s in seeds]),
             ]
         )
     header = ["method", "seeds", "final acc (%) per seed", "final acc, mean +- sd"]

@@ -147,6 +147,8 @@ def test_fedmorph_seeds_pairs_each_seed_with_the_reference_and_refuses_missing_s
         "f/m1": run("fedmorph", 1, 0.79, 100),
         "f/m2": run("fedmorph", 2, 0.86, 100),
         "f/m3": run("fedmorph", 3, 0.86, 100),
+        "f/p1": run("fedpruned", 1, 0.79, 100),
+        "f/p2": run("fedpruned", 2, 0.86, 200),
     }
     monkeypatch.setattr(tables, "load", runs.__getitem__)
     body = tables.fedmorph_seeds("f/avg1,f/avg2", "f/m2,f/m1")
@@ -154,5 +156,7 @@ def test_fedmorph_seeds_pairs_each_seed_with_the_reference_and_refuses_missing_s
     assert "| fedmorph (keep 0.25) | 1, 2 | 79.0, 86.0 | 82.5 +- 4.9 | -1.0, -4.0 |" in body
     assert "| -2.5 +- 2.1 | -2.5 +- 2.1 | 1/16.0 |" in body
     assert "| fedavg | 1, 2 | 80.0, 90.0 | 85.0 +- 7.1 | +0.0, +0.0 | 0.0 +- 0.0 |" in body
+    # the sub-network's size, so its bytes, may differ between seeds
+    assert "| 1/8.0 to 1/16.0 |" in tables.fedmorph_seeds("f/avg1,f/avg2", "f/p1,f/p2")
     with pytest.raises(ValueError, match=r"seeds \[1, 3\] differ"):
         tables.fedmorph_seeds("f/avg1,f/avg2", "f/m1,f/m3")
