@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -342,17 +343,34 @@ def fedmorph_runs(reference: str, *runs: str) -> str:
 
 def _mean_sd(values: list[float]) -> str:
     """``mean +- sd`` in points (sample standard deviation; ``mean`` alone for one value)."""
-    mean = sum(values) / len(values)
     if len(values) == 1:
-        return f"{100 * mean:.1f}"
-    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{100 * mean:.1f} +- {100 * sd:.1f}"
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} +- {100 * statistics.stdev(values):.1f}"
 
 
 def _ratio_range(ratios: list[float]) -> str:
     """``1/x``, or ``1/lo to 1/hi`` where the seeds' ratios differ at one decimal."""
     lo, hi = f"1/{min(ratios):.1f}", f"1/{max(ratios):.1f}"
     return lo if lo == hi else f"{lo} to {hi}"
+
+
+def _runs_by_seed(group: str) -> tuple[str, dict[int, dict[str, Any]]]:
+    """One method's comma-separated runs: its row label and its results by seed.
+
+    Refuses a group that mixes methods, or holds one seed twice.
+    """
+    label, by_seed = "", {}
+    for run in group.split(","):
+        r = load(run)
+        name, entry = next(iter(r["methods"].items()))
+        keep = r["config"].get("keep_ratio")
+        this = name if name in ("fedavg", "fedprox") else f"{name} (keep {keep})"
+        if label and this != label:
+            raise ValueError(f"{group}: mixes {label} and {this}")
+        if int(r["seed"]) in by_seed:
+            raise ValueError(f"{group}: seed {r['seed']} appears twice")
+        label, by_seed[int(r["seed"])] = this, entry
+    return label, by_seed
 
 
 def fedmorph_seeds(reference: str, *groups: str) -> str:
@@ -363,30 +381,18 @@ def fedmorph_seeds(reference: str, *groups: str) -> str:
     initialisation, so the gap to the reference is taken seed by seed (paired), then averaged;
     every group must hold the reference's seeds.
     """
-
-    def method(group: str) -> dict[int, dict[str, Any]]:
-        by_seed: dict[int, dict[str, Any]] = {}
-        for run in group.split(","):
-            r = load(run)
-            by_seed[int(r["seed"])] = next(iter(r["methods"].values()))
-        return by_seed
-
-    ref = method(reference)
+    _, ref = _runs_by_seed(reference)
+    seeds = sorted(ref)
     rows = []
     for group in (reference, *groups):
-        runs = method(group)
-        if sorted(runs) != sorted(ref):
-            raise ValueError(
-                f"{group}: seeds {sorted(runs)} differ from the reference's {sorted(ref)}"
-            )
-        seeds = sorted(runs)
-        name = next(iter(load(group.split(",")[0])["methods"]))
-        keep = load(group.split(",")[0])["config"].get("keep_ratio")
+        label, runs = _runs_by_seed(group)
+        if sorted(runs) != seeds:
+            raise ValueError(f"{group}: seeds {sorted(runs)} differ from the reference's {seeds}")
         gaps = [runs[s]["accuracy"] - ref[s]["accuracy"] for s in seeds]
         gaps_last = [_last_mean(runs[s]["curve"]) - _last_mean(ref[s]["curve"]) for s in seeds]
         rows.append(
             [
-                name if name in ("fedavg", "fedprox") else f"{name} (keep {keep})",
+                label,
                 ", ".join(map(str, seeds)),
                 ", ".join(f"{100 * runs[s]['accuracy']:.1f}" for s in seeds),
                 _mean_sd([runs[s]["accuracy"] for s in seeds]),

@@ -147,6 +147,7 @@ def test_fedmorph_seeds_pairs_each_seed_with_the_reference_and_refuses_missing_s
         "f/m1": run("fedmorph", 1, 0.79, 100),
         "f/m2": run("fedmorph", 2, 0.86, 100),
         "f/m3": run("fedmorph", 3, 0.86, 100),
+        "f/m2b": run("fedmorph", 2, 0.85, 100),
         "f/p1": run("fedpruned", 1, 0.79, 100),
         "f/p2": run("fedpruned", 2, 0.86, 200),
     }
@@ -160,3 +161,7 @@ def test_fedmorph_seeds_pairs_each_seed_with_the_reference_and_refuses_missing_s
     assert "| 1/8.0 to 1/16.0 |" in tables.fedmorph_seeds("f/avg1,f/avg2", "f/p1,f/p2")
     with pytest.raises(ValueError, match=r"seeds \[1, 3\] differ"):
         tables.fedmorph_seeds("f/avg1,f/avg2", "f/m1,f/m3")
+    with pytest.raises(ValueError, match="seed 2 appears twice"):
+        tables.fedmorph_seeds("f/avg1,f/avg2", "f/m1,f/m2,f/m2b")
+    with pytest.raises(ValueError, match=r"mixes fedmorph \(keep 0.25\) and fedpruned"):
+        tables.fedmorph_seeds("f/avg1,f/avg2", "f/m1,f/p2")
