@@ -60,3 +60,18 @@ def max_abs_diff(a: LightningModule, b: LightningModule) -> float:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     return max(float((sa[k] - sb[k]).abs().max()) for k in sa)
+
+
+def relative_diff(a: LightningModule, b: LightningModule, start: LightningModule) -> float:
+    """Distance between two trained modules over the distance ``a`` moved from ``start``.
+
+    All floating-point state is taken as one vector (L2 norms). Unlike ``max_abs_diff`` it is
+    not set off by one weight whose gradient is near zero, where Adam's ``m / sqrt(v)`` scales
+    float32 round-off up to a step of size ``lr``; a wrong update moves every weight.
+    """
+    sa, sb, s0 = a.state_dict(), b.state_dict(), start.state_dict()
+    assert sa.keys() == sb.keys() == s0.keys()
+    keys = [k for k in sa if sa[k].is_floating_point()]
+    diff = torch.cat([(sa[k] - sb[k]).flatten() for k in keys]).norm()
+    moved = torch.cat([(sa[k] - s0[k]).flatten() for k in keys]).norm()
+    return float(diff / moved)

@@ -17,10 +17,12 @@ from fedlightning.demos import BoringClassifier
 from fedlightning.executors import resolve_executor
 from fedlightning.executors.vectorized import VectorizedExecutor, vectorizable
 from fedlightning.models.autoencoders import ConvAutoencoder5, FlatAutoencoder
-from tests.executors.conftest import fit, image_datamodule, max_abs_diff
+from tests.executors.conftest import fit, image_datamodule, max_abs_diff, relative_diff
 
 # Batched kernels sum in a different order than per-client ones: float32 round-off only.
 ATOL = 1e-5
+# The same, relative to how far training moved the weights (see ``relative_diff``).
+RTOL = 1e-3
 
 
 def _pair(make: Any, algorithm: Any, **kwargs: Any) -> tuple[Any, Any, VectorizedExecutor]:
@@ -47,10 +49,15 @@ def test_same_global_model_as_sequential(model: str, algorithm: Any) -> None:
     (seq_model, seq), (vec_model, vec), executor = _pair(MODELS[model], algorithm)
     assert executor.fallbacks == []
     assert len(executor.seconds) == 2
-    assert max_abs_diff(seq_model, vec_model) < ATOL
-    # The untrained model is far away: the comparison is not vacuous.
     torch.manual_seed(0)
-    assert max_abs_diff(seq_model, MODELS[model]()) > 100 * ATOL
+    start = MODELS[model]()
+    # Adam with FedProx can park a weight where the loss and proximal gradients cancel; there
+    # round-off decides the sign of Adam's step, so one weight may differ by up to ``lr``
+    # (3.4e-5 for one of 1,152 in the conv autoencoder on AVX-512, 2.7e-4 of the distance
+    # moved). The whole state must agree; a wrong step or optimizer state moves every weight.
+    assert relative_diff(seq_model, vec_model, start) < RTOL
+    # The untrained model is far away: the comparison is not vacuous.
+    assert max_abs_diff(seq_model, start) > 100 * ATOL
     for a, b in zip(seq.history, vec.history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["bytes_up"] == b["bytes_up"]
