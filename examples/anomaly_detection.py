@@ -57,6 +57,7 @@ from fedlightning.callbacks import CommCost
 from fedlightning.checkpoint import load_checkpoint, save_checkpoint
 from fedlightning.datamodules import load_dataset
 from fedlightning.datamodules.anomaly import AnomalyDataModule
+from fedlightning.environment import environment
 from fedlightning.metrics.anomaly import adjusted_rand, auc_table, community_table
 from fedlightning.models.autoencoders import (
     ConvAutoencoder5,
@@ -558,6 +559,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         part["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         part["seed"] = args.seed
         part["version"] = __version__
+        part["environment"] = environment()
         write_json(args.output_dir / "results.json", part)
         return part
     child = None
@@ -633,6 +635,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "seed": args.seed,
         "version": __version__,
+        "environment": environment(),
         "num_clients": dm.num_clients,
         "num_train_samples": sum(dm.num_samples(c) for c in dm.client_ids),
         "wall_s": max(time.perf_counter() - start, parts_s),

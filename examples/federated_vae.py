@@ -55,6 +55,7 @@ from fedlightning.algorithms.base import Reply
 from fedlightning.callbacks import Callback
 from fedlightning.centralized import fit_centralized
 from fedlightning.datamodules import IID, FederatedDataModule, TensorLoader, load_dataset
+from fedlightning.environment import environment
 from fedlightning.evaluation import evaluate
 from fedlightning.metrics import classifier_scores, frechet_distance_images
 from fedlightning.models import ClassifierFeatures, ConvVAE, FeatureClassifier, fit_classifier
@@ -538,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["num_parameters"] = initial.num_parameters
     results["seed"] = args.seed
     results["version"] = __version__
+    results["environment"] = environment()
     results["wall_s"] = time.perf_counter() - start
     (output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(

@@ -55,6 +55,7 @@ from fedlightning.algorithms.fedmorph import FedMorph, FedMorphProx
 from fedlightning.algorithms.subnetwork import SubNetworkAlgorithm
 from fedlightning.codecs import Codec, TopK
 from fedlightning.datamodules import IID, Dirichlet, FederatedDataModule, load_dataset
+from fedlightning.environment import environment
 from fedlightning.models.masked import MaskedClassifier, MaskedResNet8, MaskedResNet18, MaskedVGG16
 from fedlightning.models.masked.morph import count_params
 from fedlightning.script_args import add_trainer_arguments, last_checkpoint, run_script
@@ -443,6 +444,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": vars(args),
         "seed": args.seed,
         "version": __version__,
+        "environment": environment(),
         "full_params": count_params(reference),
         "methods": methods,
     }

@@ -48,6 +48,7 @@ from fedlightning.algorithms.fsnet import (
 )
 from fedlightning.codecs import Codec, Float16, UInt8
 from fedlightning.datamodules import IID, FederatedDataModule, SortedShards
+from fedlightning.environment import environment
 from fedlightning.executors.vectorized import VectorizedExecutor
 from fedlightning.models import CIFARClassifier, MNISTClassifier
 from fedlightning.script_args import add_trainer_arguments, last_checkpoint, run_script
@@ -377,7 +378,11 @@ def merge_results(files: Sequence[Path], output_dir: Path) -> dict[str, Any]:
     for path in files:
         run = json.loads(Path(path).read_text())
         merged["methods"].update(run["methods"])
-        merged["sources"][str(path)] = {"config": run["config"], "wall_s": run.get("wall_s")}
+        merged["sources"][str(path)] = {
+            "config": run["config"],
+            "wall_s": run.get("wall_s"),
+            "environment": run.get("environment"),
+        }
     compare(merged)
     output_dir.mkdir(parents=True, exist_ok=True)
     ordered = {m: merged["methods"][m] for m in METHODS if m in merged["methods"]}
@@ -414,6 +419,7 @@ def main(
         "config": config,
         "seed": args.seed,
         "version": __version__,
+        "environment": environment(),
         "methods": {},
     }
     title = f"{args.dataset}, f={args.fraction}, {args.clients} clients"

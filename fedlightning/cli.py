@@ -48,6 +48,7 @@ from typing_extensions import override
 from fedlightning.callbacks.base import Callback
 from fedlightning.checkpoint import load_checkpoint
 from fedlightning.datamodules import FederatedDataModule
+from fedlightning.environment import environment
 from fedlightning.run_dir import write_json
 from fedlightning.trainer import FederatedTrainer
 from fedlightning.version import __version__
@@ -189,6 +190,7 @@ def run_test(cfg: Namespace, parser: ArgumentParser) -> dict[str, Any]:
         "round": state.get("round"),
         "seed_everything": seed,
         "version": __version__,
+        "environment": environment(),
         "test": metrics,
     }
     if output_dir is not None:

@@ -36,6 +36,7 @@ from fedlightning.checkpoint import copy_checkpoint, load_checkpoint
 from fedlightning.checkpoint import save_checkpoint as write_checkpoint
 from fedlightning.client import check_automatic_optimization, check_local_settings
 from fedlightning.datamodules import FederatedDataModule
+from fedlightning.environment import environment, environment_differences
 from fedlightning.evaluation import evaluate
 from fedlightning.executors import Executor, resolve_executor
 from fedlightning.messages import Message
@@ -113,7 +114,8 @@ class FederatedTrainer:
             fail (raise, or send non-finite updates) stops the run with an error naming
             the failures; in [0, 1], default 0.5.
         output_dir: Where ``results.json`` (rewritten after every round, ``complete: false``
-            until the run ends) and checkpoints go (optional). Checked before round 1: a
+            until the run ends, with the versions, CPU and threads it ran on under
+            ``environment``) and checkpoints go (optional). Checked before round 1: a
             writable directory holding no other run's ``results.json`` or checkpoints.
         checkpoint_every: ``"auto"`` (default): with ``output_dir``, keep
             ``checkpoints/last.ckpt`` current, every round while writing it costs under 5%
@@ -123,7 +125,9 @@ class FederatedTrainer:
         overwrite: Replace another run's ``results.json`` and checkpoints in ``output_dir``
             instead of refusing the folder.
         resume: A checkpoint path to resume from; the run then ends with the weights an
-            uninterrupted run would have.
+            uninterrupted run would have (in the same environment: a resume on another
+            CPU, torch version or thread count is logged, and the checkpoint's environment
+            kept in ``results.json`` under ``earlier_environments``).
         progress_bar: Show a progress bar over rounds with live metrics.
 
     Raises:
@@ -233,6 +237,8 @@ class FederatedTrainer:
         self._fingerprint: dict[str, str] = {}
         self._initial_weights = ""
         self._wandb_run_id: str | None = None
+        # Environments of the run's earlier parts, where a resume continued it on another.
+        self._earlier_environments: list[dict[str, Any]] = []
         self.progress_bar = progress_bar
 
         self.history: list[dict[str, float]] = []
@@ -653,6 +659,8 @@ class FederatedTrainer:
             "initial_weights_sha256": self._initial_weights,
             "wandb_run_id": self._wandb_id(),
             "version": __version__,
+            "environment": environment(),
+            "earlier_environments": self._earlier_environments,
         }
         return write_checkpoint(Path(path), state)
 
@@ -689,6 +697,17 @@ class FederatedTrainer:
         self.current_round = int(state["round"])
         self._initial_weights = str(state.get("initial_weights_sha256", self._initial_weights))
         self._resume_wandb(state.get("wandb_run_id"))
+        self._earlier_environments = list(state.get("earlier_environments", []))
+        saved = state.get("environment")
+        if saved is not None and (changed := environment_differences(saved, environment())):
+            log.warning(
+                "resume=%s was written in another environment (%s); the rounds from here can "
+                "differ from an uninterrupted run's in float round-off (results.json keeps "
+                "both under environment and earlier_environments)",
+                path,
+                "; ".join(changed),
+            )
+            self._earlier_environments.append(saved)
         return self.current_round
 
     @property
@@ -756,6 +775,8 @@ class FederatedTrainer:
             "config": self.config,
             "seed": self.seed,
             "version": __version__,
+            "environment": environment(),
+            "earlier_environments": self._earlier_environments,
             "complete": complete,
             "rounds_done": self.current_round,
             "initial_weights_sha256": self._initial_weights,

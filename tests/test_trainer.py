@@ -15,8 +15,10 @@ from lightning.pytorch import LightningModule
 from fedlightning import FederatedTrainer
 from fedlightning.algorithms import ClientContext, FedAvg, FedProx, weighted_average
 from fedlightning.callbacks import Callback, CommCost
+from fedlightning.checkpoint import load_checkpoint, save_checkpoint
 from fedlightning.datamodules import IID, FederatedDataModule
 from fedlightning.demos import BoringClassifier, blobs, demo_datamodule
+from fedlightning.environment import environment
 from fedlightning.messages import Message
 
 
@@ -203,6 +205,32 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
         assert torch.equal(v, resumed_model.state_dict()[k]), k
     assert [h["round"] for h in resumed.history] == [1, 2, 3, 4]
     assert resumed.results["bytes"]["total"] == 2 * first.results["bytes"]["total"]
+    assert resumed.results["environment"] == environment()
+    assert resumed.results["earlier_environments"] == []  # resumed where it started
+
+
+def test_resume_in_another_environment_is_logged_and_kept_in_results(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.manual_seed(0)
+    init = BoringClassifier()
+    kwargs: dict[str, Any] = {"clients_per_round": 3, "eval_every": None, "output_dir": tmp_path}
+    _fit(copy.deepcopy(init), demo_datamodule(), rounds=1, **kwargs)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    state = load_checkpoint(last)
+    assert state["environment"] == environment()
+    elsewhere = state["environment"] | {"cpu_capability": "AVX2", "torch": "2.0.0"}
+    save_checkpoint(last, state | {"environment": elsewhere})
+
+    with caplog.at_level("WARNING", logger="fedlightning.trainer"):
+        resumed = _fit(copy.deepcopy(init), demo_datamodule(), rounds=2, resume=last, **kwargs)
+    assert "another environment" in caplog.text and "cpu_capability" in caplog.text
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["earlier_environments"] == [elsewhere]
+    assert results["environment"] == environment()
+    # and the next checkpoint carries the history on, for a second resume
+    assert load_checkpoint(last)["earlier_environments"] == [elsewhere]
+    assert resumed.current_round == 2
 
 
 def test_local_bn_keeps_batchnorm_on_clients() -> None:
@@ -232,6 +260,7 @@ def test_results_json_has_the_contract_keys(tmp_path: Path) -> None:
     _fit(BoringClassifier(), demo_datamodule(), rounds=2, output_dir=tmp_path, eval_local=True)
     results = json.loads((tmp_path / "results.json").read_text())
     assert {"config", "seed", "version", "wall_s", "history", "final", "bytes"} <= set(results)
+    assert {"torch", "cpu_capability", "torch_threads"} <= set(results["environment"])
     assert {"acc_global", "acc_local"} <= set(results["final"])
     assert {"down", "up", "total"} <= set(results["bytes"])
 

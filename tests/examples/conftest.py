@@ -14,6 +14,10 @@ Before comparing, only what cannot be equal between two runs is removed:
 * the output folder itself, wherever a string holds it (``config.output_dir``, the anomaly
   example's ``config.argv``, fedmorph's ``figures`` paths): replaced by ``<output-dir>``, so
   what follows it is still compared.
+
+``environment`` (versions, CPU, threads) is compared like the rest: two runs of one command
+on one machine record the same; a test whose two commands set the thread count differently
+on purpose names ``torch_threads`` in ``drop_environment``.
 """
 
 from __future__ import annotations
@@ -36,8 +40,16 @@ LOGGER_DIRS = "loggers"
 OUTPUT_DIR = "<output-dir>"
 
 
-def comparable(value: Any, output_dir: Path, drop_config: Sequence[str] = ()) -> Any:
-    """``value`` without durations, logger directories, ``drop_config``, and ``output_dir``."""
+def comparable(
+    value: Any,
+    output_dir: Path,
+    drop_config: Sequence[str] = (),
+    drop_environment: Sequence[str] = (),
+) -> Any:
+    """``value`` without durations, logger directories, ``drop_config``, and ``output_dir``.
+
+    ``drop_environment`` keys are removed from every ``environment`` record, at any depth.
+    """
     if isinstance(value, dict):
         kept = {}
         for key, item in value.items():
@@ -48,10 +60,12 @@ def comparable(value: Any, output_dir: Path, drop_config: Sequence[str] = ()) ->
                 continue
             if key == "config" and isinstance(item, dict):
                 item = {k: v for k, v in item.items() if k not in drop_config}
-            kept[key] = comparable(item, output_dir)
+            if key == "environment" and isinstance(item, dict):
+                item = {k: v for k, v in item.items() if k not in drop_environment}
+            kept[key] = comparable(item, output_dir, drop_environment=drop_environment)
         return kept
     if isinstance(value, list):
-        return [comparable(item, output_dir) for item in value]
+        return [comparable(item, output_dir, drop_environment=drop_environment) for item in value]
     if isinstance(value, str):
         return value.replace(str(output_dir), OUTPUT_DIR)
     return value
@@ -77,13 +91,15 @@ def _assert_same_results(
     second: Path,
     files: dict[str, str] | None = None,
     drop_config: Sequence[str] = (),
+    drop_environment: Sequence[str] = (),
 ) -> list[str]:
     """Assert the two runs' ``results.json`` files agree; returns the files compared.
 
     ``files`` maps a file of the first run to where the second run wrote it (default: every
     ``results.json`` under ``first``, at the same place under ``second``, and no others).
     ``drop_config`` names ``config`` keys of the top-level file that the two commands set
-    differently on purpose.
+    differently on purpose; ``drop_environment`` names ``environment`` keys that differ on
+    purpose in every file (``torch_threads`` where one command sets ``--threads``).
     """
     if files is None:
         names = [
@@ -95,8 +111,8 @@ def _assert_same_results(
     assert "results.json" in files
     for name_a, name_b in files.items():
         drop = drop_config if name_a == "results.json" else ()
-        a = comparable(json.loads((first / name_a).read_text()), first, drop)
-        b = comparable(json.loads((second / name_b).read_text()), second, drop)
+        a = comparable(json.loads((first / name_a).read_text()), first, drop, drop_environment)
+        b = comparable(json.loads((second / name_b).read_text()), second, drop, drop_environment)
         diff = list(differences(a, b))
         assert not diff, f"{name_a} differs between two runs of one command:\n" + "\n".join(
             diff[:20]

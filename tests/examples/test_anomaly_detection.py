@@ -112,7 +112,13 @@ def test_same_seed_same_result_and_parallel_baselines_change_nothing(
     }
     written = sorted(str(p.relative_to(first_dir)) for p in first_dir.rglob("results.json"))
     assert written == sorted(files)
-    assert_same_results(first_dir, tmp_path, files, drop_config=("jobs", "threads", "argv"))
+    assert_same_results(
+        first_dir,
+        tmp_path,
+        files,
+        drop_config=("jobs", "threads", "argv"),
+        drop_environment=("torch_threads",),
+    )
 
 
 def test_phase1_scores_are_kept_and_reproduce_the_candidate_lists(quick_run):
