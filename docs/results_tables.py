@@ -230,6 +230,37 @@ def anomaly_budget(reference: str, *runs: str) -> str:
     return _table(header, rows)
 
 
+def anomaly_community_budget(*runs: str) -> str:
+    """Seed 000: federated mean AUC per community under several Phase II budgets.
+
+    The runs must have found the same communities (e.g. one run extended with ``--resume``
+    to more rounds); each cell is the mean AUC of the community's clients.
+    """
+    loaded = [load(run) for run in runs]
+    first = loaded[0]
+    for run, r in zip(runs[1:], loaded[1:], strict=True):
+        if r["communities"] != first["communities"]:
+            raise ValueError(f"{run}: its communities differ from {runs[0]}'s")
+    classes = first["client_inlier_class"]
+    header = ["community", "classes (clients)"]
+    header += [
+        f"r = {r['config']['rounds']} ({_phase2_epochs(r['config'])} epochs)" for r in loaded
+    ]
+    header.append("change (last - first)")
+    rows = []
+    for k, members in enumerate(first["communities"]):
+        counts: dict[int, int] = {}
+        for i in members:
+            counts[classes[i]] = counts.get(classes[i], 0) + 1
+        means = [
+            statistics.fmean(r["auc"]["federated"]["per_client"][i] for i in members)
+            for r in loaded
+        ]
+        label = " + ".join(f"{c} ({n})" for c, n in sorted(counts.items()))
+        rows.append([str(k), label, *(f"{m:.3f}" for m in means), f"{means[-1] - means[0]:+.3f}"])
+    return _table(header, rows)
+
+
 def anomaly_local(reference: str, *runs: str) -> str:
     """Seed 000: the local baseline under several epoch budgets, per class, with the epochs
     its clients ran (early stopping), against the reference run's federated and ideal.
@@ -573,6 +604,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         anomaly_summary,
         anomaly_epochs,
         anomaly_budget,
+        anomaly_community_budget,
         anomaly_local,
         anomaly_methods,
         fedmorph_runs,
