@@ -178,7 +178,10 @@ class Algorithm:
 
         A shallow copy of the instance's attributes minus the server's (the global model,
         the server context, the server optimizer and every name in ``server_attributes``).
-        Its server hooks refuse to run; its client hooks run as on the full object.
+        A constructor argument of the same name as a server attribute (e.g. FedMorph's
+        ``distill_data``) is left out of the half's recorded settings too, so it does not
+        travel that way. Its server hooks refuse to run; its client hooks run as on the
+        full object.
 
         Returns:
             An object of this algorithm's class holding only client-side attributes.
@@ -188,6 +191,10 @@ class Algorithm:
         server_only = self._server_only()
         half = object.__new__(type(self))
         half.__dict__.update({k: v for k, v in self.__dict__.items() if k not in server_only})
+        if "_init_args" in half.__dict__:
+            half.__dict__["_init_args"] = {
+                k: v for k, v in half.__dict__["_init_args"].items() if k not in server_only
+            }
         half.__dict__.update(_server=None, _global_model=None, _server_opt=None)
         half.__dict__["_is_client_half"] = True
         half.__dict__["_server_only_names"] = frozenset(server_only)

@@ -95,6 +95,20 @@ def test_large_tensor_in_the_client_half_is_named_in_a_warning() -> None:
     assert "table" not in half.__dict__
 
 
+def test_server_only_constructor_argument_stays_on_the_server() -> None:
+    # FedMorph's distill_data is a server attribute and a constructor argument; the recorded
+    # arguments must not carry it to the clients either (5,000 images: 15.7 MB).
+    data = torch.zeros(5000, 1, 28, 28)
+    algorithm = FedMorphProx(distill_data=data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        half = algorithm.client_half()
+    assert "distill_data" not in half.settings and "distill_data" not in half.__dict__
+    assert algorithm.settings["distill_data"] is data  # the full object keeps its record
+    assert half.settings["mu"] == algorithm.settings["mu"]
+    assert len(pickle.dumps(half)) < data.numel()  # under a quarter of the tensor's bytes
+
+
 # ---------------------------------------------------------------------- server context
 def test_server_context_is_narrow() -> None:
     run = SimpleNamespace(
