@@ -15,6 +15,12 @@ bytes, numbers, bool, None, tensors, ``torch.Size``/``dtype``/``device``, or a t
 with ``torch.serialization.add_safe_globals``). :func:`save_checkpoint` refuses anything
 else before writing, naming where it is in the state.
 
+Every checkpoint records the :func:`~fedlightning.environment.environment` it was written
+in under the state's ``"environment"`` key (a state that already has one keeps it), and
+:func:`load_checkpoint` logs a warning naming the differences when it is loaded in another
+one (CPU kernels, versions, thread count): whatever continues from it can then differ from
+an uninterrupted run in float round-off.
+
 Writes go to a temporary file in the destination's folder, which is flushed, ``fsync``-ed
 and renamed over the destination (``os.replace``), then the folder is ``fsync``-ed: a crash
 leaves either the previous file or the new one, never a part of one.
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import pickle
 import re
@@ -44,6 +51,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from fedlightning.environment import environment, environment_differences
 
 __all__ = [
     "atomic_write",
@@ -63,6 +72,11 @@ ROUND_FILE = re.compile(r"^round_(\d+)\.ckpt$")
 """Names of the per-round checkpoints that :func:`newest_valid` considers."""
 
 _CHUNK = 1 << 20
+
+ENVIRONMENT_KEY = "environment"
+"""State key under which :func:`save_checkpoint` records the writing environment."""
+
+log = logging.getLogger(__name__)
 
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
 
@@ -113,7 +127,10 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     Args:
         path: File to write; its folder is created if needed. An existing file is replaced
             only once the new one is complete and on disk.
-        state: What to save; plain data and tensors only (see the module docstring).
+        state: What to save; plain data and tensors only (see the module docstring). The
+            file also records this process's :func:`~fedlightning.environment.environment`
+            under ``"environment"`` unless ``state`` has that key already; ``state`` itself
+            is not changed.
 
     Returns:
         The path written.
@@ -123,6 +140,8 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
             would refuse (the message names where it is); nothing is written then.
     """
     path = Path(path)
+    if ENVIRONMENT_KEY not in state:
+        state = {**state, ENVIRONMENT_KEY: environment()}
     _check_plain(path, state)
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -245,7 +264,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load and verify a checkpoint written by :func:`save_checkpoint`, on the CPU.
 
     Nothing in the file is executed: both the envelope and the state load with
-    ``torch.load(weights_only=True)``.
+    ``torch.load(weights_only=True)``. A file written in another environment (its
+    ``"environment"`` differs from this process's) is loaded all the same, with a warning
+    that names the file and what differs.
 
     Args:
         path: The checkpoint file.
@@ -261,7 +282,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        return _read(path)
+        state = _read(path)
     except CheckpointError as exc:
         newest = newest_valid(path.parent, exclude=path)
         if newest is not None:
@@ -269,6 +290,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         else:
             hint = f"; no valid round_NNNN.ckpt in {path.parent}"
         raise CheckpointError(path, exc.reason, newest, hint) from exc.__cause__
+    saved = state.get(ENVIRONMENT_KEY)
+    if isinstance(saved, dict) and (changed := environment_differences(saved, environment())):
+        log.warning(
+            "checkpoint %s was written in another environment (%s); what continues from it "
+            "can differ from an uninterrupted run in float round-off",
+            path,
+            "; ".join(changed),
+        )
+    return state
 
 
 def newest_valid(

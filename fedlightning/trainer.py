@@ -698,15 +698,9 @@ class FederatedTrainer:
         self._initial_weights = str(state.get("initial_weights_sha256", self._initial_weights))
         self._resume_wandb(state.get("wandb_run_id"))
         self._earlier_environments = list(state.get("earlier_environments", []))
+        # load_checkpoint has warned if it was written elsewhere; results.json keeps both
         saved = state.get("environment")
-        if saved is not None and (changed := environment_differences(saved, environment())):
-            log.warning(
-                "resume=%s was written in another environment (%s); the rounds from here can "
-                "differ from an uninterrupted run's in float round-off (results.json keeps "
-                "both under environment and earlier_environments)",
-                path,
-                "; ".join(changed),
-            )
+        if saved is not None and environment_differences(saved, environment()):
             self._earlier_environments.append(saved)
         return self.current_round
 

@@ -7,8 +7,10 @@ import torch
 from torch.nn import functional
 
 from fedlightning.centralized import fit_centralized
+from fedlightning.checkpoint import load_checkpoint, save_checkpoint
 from fedlightning.datamodules import TensorLoader
 from fedlightning.demos import BoringClassifier, blobs
+from fedlightning.environment import environment
 
 
 class _AdamClassifier(BoringClassifier):
@@ -112,3 +114,19 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_run(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="holds 3 epochs, more than epochs=2"):
         fit_centralized(fresh(), loader(), epochs=2, resume=ckpt)
+
+
+def test_a_checkpoint_records_its_environment_and_a_resume_elsewhere_warns(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    x, y = blobs(n=48, seed=0)
+    torch.manual_seed(0)
+    model = _AdamClassifier(in_features=x.shape[1], num_classes=int(y.max()) + 1)
+    ckpt = tmp_path / "centralized.ckpt"
+    fit_centralized(model, TensorLoader(x, y, batch_size=16), epochs=1, checkpoint=ckpt)
+    state = load_checkpoint(ckpt)
+    assert state["environment"] == environment()
+    save_checkpoint(ckpt, state | {"environment": environment() | {"torch_threads": 97}})
+    with caplog.at_level("WARNING", logger="fedlightning.checkpoint"):
+        fit_centralized(model, TensorLoader(x, y, batch_size=16), epochs=2, resume=ckpt)
+    assert "another environment" in caplog.text and "torch_threads: 97 -> " in caplog.text

@@ -43,6 +43,7 @@ from fedlightning.checkpoint import (
 from fedlightning.datamodules import IID, FederatedDataModule
 from fedlightning.datamodules.anomaly import AnomalyDataModule
 from fedlightning.demos import BoringClassifier
+from fedlightning.environment import environment
 from fedlightning.messages import Message
 from fedlightning.models.autoencoders import ConvAutoencoder5
 from fedlightning.models.masked import MaskedResNet8
@@ -77,6 +78,7 @@ def _state(seed: int = 0) -> dict[str, Any]:
         "fingerprint": {"model": "BoringClassifier", "lr": 0.1},
         "wandb_run_id": None,
         "version": "0.0.0",
+        "environment": environment(),  # as the trainer records it
     }
 
 
@@ -109,15 +111,40 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_round_trip_keeps_every_value_and_the_file_loads_weights_only(tmp_path: Path) -> None:
     state = _state()
+    del state["environment"]
     path = save_checkpoint(tmp_path / "sub" / "round_0002.ckpt", state)
     assert path == tmp_path / "sub" / "round_0002.ckpt"
-    assert_same(load_checkpoint(path), state)
+    loaded = load_checkpoint(path)
+    assert loaded.pop("environment") == environment()  # recorded where the state has none
+    assert_same(loaded, state)
+    assert "environment" not in state  # the caller's state is not changed
     envelope = torch.load(path, map_location="cpu", weights_only=True)
     assert envelope["format"] == checkpoint.FORMAT
     assert len(envelope["sha256"]) == 64
     assert envelope["payload"].dtype == torch.uint8
     assert envelope["nbytes"] == envelope["payload"].numel()
     assert _leftovers(path.parent) == []
+
+
+def test_a_state_that_records_its_own_environment_keeps_it(tmp_path: Path) -> None:
+    recorded = environment() | {"torch": "1.0.0"}
+    path = save_checkpoint(tmp_path / "a.ckpt", {"w": torch.ones(2), "environment": recorded})
+    assert load_checkpoint(path)["environment"] == recorded
+
+
+def test_loading_in_another_environment_warns_naming_the_file_and_what_differs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    same = save_checkpoint(tmp_path / "same.ckpt", {"w": torch.ones(2)})
+    elsewhere = environment() | {"cpu_capability": "AVX2", "torch_threads": 64}
+    moved = save_checkpoint(tmp_path / "moved.ckpt", {"w": torch.ones(2), "environment": elsewhere})
+    with caplog.at_level("WARNING", logger="fedlightning.checkpoint"):
+        load_checkpoint(same)
+        assert caplog.text == ""
+        state = load_checkpoint(moved)
+    assert torch.equal(state["w"], torch.ones(2))  # loaded all the same
+    assert str(moved) in caplog.text and "another environment" in caplog.text
+    assert "cpu_capability: AVX2 -> " in caplog.text and "torch_threads: 64 -> " in caplog.text
 
 
 def test_a_new_file_gets_the_usual_permissions(tmp_path: Path) -> None:
@@ -554,6 +581,7 @@ def _trainer_state(trainer: FederatedTrainer) -> dict[str, Any]:
         "fingerprint": {"algorithm": repr(trainer.algorithm), "rounds": trainer.rounds},
         "wandb_run_id": None,
         "version": "test",
+        "environment": environment(),
     }
 
 

@@ -222,7 +222,7 @@ def test_resume_in_another_environment_is_logged_and_kept_in_results(
     elsewhere = state["environment"] | {"cpu_capability": "AVX2", "torch": "2.0.0"}
     save_checkpoint(last, state | {"environment": elsewhere})
 
-    with caplog.at_level("WARNING", logger="fedlightning.trainer"):
+    with caplog.at_level("WARNING", logger="fedlightning.checkpoint"):
         resumed = _fit(copy.deepcopy(init), demo_datamodule(), rounds=2, resume=last, **kwargs)
     assert "another environment" in caplog.text and "cpu_capability" in caplog.text
     results = json.loads((tmp_path / "results.json").read_text())
