@@ -302,12 +302,12 @@ def anomaly_local(reference: str, *runs: str) -> str:
 
 
 #: Tolerances and community methods of the Phase I re-scoring table.
-ANOMALY_TOLERANCES = (0.04, 0.06, 0.08)
+ANOMALY_TOLERANCES = (0.02, 0.03, 0.04, 0.06, 0.08)
 ANOMALY_METHODS = ("fastgreedy", "leiden", "louvain", "greedy_modularity")
 
 
 def anomaly_methods(run: str) -> str:
-    """Seed 000: every community method and three tolerances on one run's Phase I scores.
+    """Seed 000: every community method and five tolerances on one run's Phase I scores.
 
     Recomputed from the run's saved inlier-ratio matrix (``phase1.ratios``) with the
     library's own functions; the run's own (method, tolerance) must give its communities.
