@@ -394,7 +394,10 @@ def _runs_by_seed(group: str) -> tuple[str, dict[int, dict[str, Any]]]:
     for run in group.split(","):
         r = load(run)
         name, entry = next(iter(r["methods"].items()))
+        # FedMorph's sub-network size is set by its masks' initial keep share when given
         keep = r["config"].get("keep_ratio")
+        if name.startswith("fedmorph") and r["config"].get("mask_init_keep") is not None:
+            keep = r["config"]["mask_init_keep"]
         this = name if name in ("fedavg", "fedprox") else f"{name} (keep {keep})"
         if label and this != label:
             raise ValueError(f"{group}: mixes {label} and {this}")
