@@ -385,7 +385,29 @@ def _ratio_range(ratios: list[float]) -> str:
     return lo if lo == hi else f"{lo} to {hi}"
 
 
-def _runs_by_seed(group: str) -> tuple[str, dict[int, dict[str, Any]]]:
+def _fedmorph_label(r: dict[str, Any], name: str) -> str:
+    """Seed 004's row label: the method, and its sub-network's keep share."""
+    if name in ("fedavg", "fedprox"):
+        return name
+    # FedMorph's sub-network size is set by its masks' initial keep share when given
+    keep = r["config"].get("keep_ratio")
+    if name.startswith("fedmorph") and r["config"].get("mask_init_keep") is not None:
+        keep = r["config"]["mask_init_keep"]
+    return f"{name} (keep {keep})"
+
+
+def _fsnet_label(r: dict[str, Any], name: str) -> str:
+    """Seed 003's row label: the method, and how D' travels."""
+    if name != "fedfsnet":
+        return name
+    codec = r["config"].get("synthetic_codec")
+    codec = "float32" if codec == "identity" else codec
+    return f"{name} ({r['config']['num_synthetic']} x {codec})"
+
+
+def _runs_by_seed(
+    group: str, label_of: Callable[[dict[str, Any], str], str]
+) -> tuple[str, dict[int, dict[str, Any]]]:
     """One method's comma-separated runs: its row label and its results by seed.
 
     Refuses a group that mixes methods, or holds one seed twice.
@@ -394,11 +416,7 @@ def _runs_by_seed(group: str) -> tuple[str, dict[int, dict[str, Any]]]:
     for run in group.split(","):
         r = load(run)
         name, entry = next(iter(r["methods"].items()))
-        # FedMorph's sub-network size is set by its masks' initial keep share when given
-        keep = r["config"].get("keep_ratio")
-        if name.startswith("fedmorph") and r["config"].get("mask_init_keep") is not None:
-            keep = r["config"]["mask_init_keep"]
-        this = name if name in ("fedavg", "fedprox") else f"{name} (keep {keep})"
+        this = label_of(r, name)
         if label and this != label:
             raise ValueError(f"{group}: mixes {label} and {this}")
         if int(r["seed"]) in by_seed:
@@ -407,38 +425,61 @@ def _runs_by_seed(group: str) -> tuple[str, dict[int, dict[str, Any]]]:
     return label, by_seed
 
 
-def fedmorph_seeds(reference: str, *groups: str) -> str:
-    """Seed 004: methods over several seeds, each against the reference method on the same seed.
+def _paired_seeds(
+    groups: tuple[str, ...],
+    label_of: Callable[[dict[str, Any], str], str],
+    final: Callable[[dict[str, Any]], float],
+    late: tuple[str, Callable[[dict[str, Any]], float]],
+    reference_name: str = "FedAvg",
+) -> str:
+    """Methods over several seeds, each against the first group's method on the same seed.
 
-    Each argument is one method's runs, comma-separated (``fedmorph/a,fedmorph/b``); the first
-    is the reference (FedAvg). A seed fixes the partition, the sampled clients and the
-    initialisation, so the gap to the reference is taken seed by seed (paired), then averaged;
-    every group must hold the reference's seeds.
+    A seed fixes the partition, the sampled clients and the initialisation, so each gap to
+    the reference is taken seed by seed (paired), then averaged; every group must hold the
+    reference's seeds. ``final`` reads a method's final accuracy, ``late`` names and reads a
+    late-rounds average (less sensitive to one evaluation's swing); ``reference_name`` heads
+    the gap columns.
     """
-    _, ref = _runs_by_seed(reference)
+    reference, late_name, late_of = groups[0], late[0], late[1]
+    _, ref = _runs_by_seed(reference, label_of)
     seeds = sorted(ref)
     rows = []
-    for group in (reference, *groups):
-        label, runs = _runs_by_seed(group)
+    for group in groups:
+        label, runs = _runs_by_seed(group, label_of)
         if sorted(runs) != seeds:
             raise ValueError(f"{group}: seeds {sorted(runs)} differ from the reference's {seeds}")
-        gaps = [runs[s]["accuracy"] - ref[s]["accuracy"] for s in seeds]
-        gaps_last = [_last_mean(runs[s]["curve"]) - _last_mean(ref[s]["curve"]) for s in seeds]
+        gaps = [final(runs[s]) - final(ref[s]) for s in seeds]
+        gaps_late = [late_of(runs[s]) - late_of(ref[s]) for s in seeds]
         rows.append(
             [
                 label,
                 ", ".join(map(str, seeds)),
-                ", ".join(f"{100 * runs[s]['accuracy']:.1f}" for s in seeds),
-                _mean_sd([runs[s]["accuracy"] for s in seeds]),
+                ", ".join(f"{100 * final(runs[s]):.1f}" for s in seeds),
+                _mean_sd([final(runs[s]) for s in seeds]),
                 ", ".join(f"{100 * g:+.1f}" for g in gaps),
                 _mean_sd(gaps),
-                _mean_sd(gaps_last),
+                _mean_sd(gaps_late),
                 _ratio_range([ref[s]["bytes_down"] / runs[s]["bytes_down"] for s in seeds]),
             ]
         )
+    vs = f"vs {reference_name}"
     header = ["method", "seeds", "final acc (%) per seed", "final acc, mean +- sd"]
-    header += ["vs FedAvg per seed", "vs FedAvg, mean +- sd", "vs FedAvg, mean last 5"]
-    return _table([*header, "down / FedAvg"], rows)
+    header += [f"{vs} per seed", f"{vs}, mean +- sd", f"{vs}, {late_name}"]
+    return _table([*header, f"down / {reference_name}"], rows)
+
+
+def fedmorph_seeds(reference: str, *groups: str) -> str:
+    """Seed 004: methods over several seeds, each against the reference method on the same seed.
+
+    Each argument is one method's runs, comma-separated (``fedmorph/a,fedmorph/b``); the first
+    is the reference (FedAvg); see :func:`_paired_seeds`.
+    """
+    return _paired_seeds(
+        (reference, *groups),
+        _fedmorph_label,
+        final=lambda m: m["accuracy"],
+        late=("mean last 5", lambda m: _last_mean(m["curve"])),
+    )
 
 
 def _curve_table(runs: tuple[str, ...], point: Callable[[Any], tuple[int, str]], every: int) -> str:
@@ -541,6 +582,29 @@ def fsnet_curves(*runs: str) -> str:
     return _curve_table(runs, lambda p: (int(p["round"]), f"{100 * p['acc_global']:.1f}"), every=1)
 
 
+def _fsnet_late_mean(m: dict[str, Any]) -> float:
+    """Mean acc_global at rounds 30, 40 and 50 (evaluated by every seed 003 run)."""
+    points = [p["acc_global"] for p in m["curve"] if p["round"] in (30, 40, 50)]
+    if len(points) != 3:
+        raise ValueError("a seed 003 run without evaluations at rounds 30, 40 and 50")
+    return sum(points) / 3
+
+
+def fsnet_seeds(reference: str, *groups: str) -> str:
+    """Seed 003: methods over several seeds, each against non-IID FedAvg on the same seed.
+
+    Each argument is one method's runs, comma-separated; the first is the reference; see
+    :func:`_paired_seeds`. The late average is over rounds 30, 40 and 50, which runs
+    evaluated every 5 or every 10 rounds share.
+    """
+    return _paired_seeds(
+        (reference, *groups),
+        _fsnet_label,
+        final=lambda m: m["acc_global"],
+        late=("mean r30, r40, r50", _fsnet_late_mean),
+    )
+
+
 # --- seed 002 (docs/federated_vae.md) ------------------------------------------------------
 
 #: Rows of the seed 002 table: (key in ``centralized`` / ``federated``, label, format).
@@ -617,6 +681,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         fedmorph_layers,
         fsnet_runs,
         fsnet_curves,
+        fsnet_seeds,
         vae_scores,
     )
 }
