@@ -380,8 +380,15 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def _ratio_range(ratios: list[float]) -> str:
-    """``1/x``, or ``1/lo to 1/hi`` where the seeds' ratios differ at one decimal."""
-    lo, hi = f"1/{min(ratios):.1f}", f"1/{max(ratios):.1f}"
+    """``1/x``, or ``1/lo to 1/hi`` where the seeds' ratios differ at one decimal.
+
+    ``ratios`` are reference bytes over a method's; a method that sends more than the
+    reference (every ratio under 1) reads ``x1.49`` (its bytes over the reference's).
+    """
+    if max(ratios) < 1:
+        lo, hi = f"x{1 / max(ratios):.2f}", f"x{1 / min(ratios):.2f}"
+    else:
+        lo, hi = f"1/{min(ratios):.1f}", f"1/{max(ratios):.1f}"
     return lo if lo == hi else f"{lo} to {hi}"
 
 
