@@ -659,7 +659,7 @@ class FederatedTrainer:
             "initial_weights_sha256": self._initial_weights,
             "wandb_run_id": self._wandb_id(),
             "version": __version__,
-            "environment": environment(),
+            # write_checkpoint records this process's environment beside these
             "earlier_environments": self._earlier_environments,
         }
         return write_checkpoint(Path(path), state)
