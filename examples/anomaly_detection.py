@@ -105,6 +105,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients-per-class", type=int, default=9, help="p")
     p.add_argument("--outlier-fraction", type=float, default=0.1, help="d")
     p.add_argument("--tolerance", type=float, default=0.06, help="relative tolerance t")
+    p.add_argument(
+        "--tolerance-z",
+        type=float,
+        default=None,
+        metavar="Z",
+        help="instead of --tolerance, each client takes Z standard errors of its inlier "
+        "share's sampling noise, sqrt(2 p (1 - p) / n) / p (label-free; 0.0183 for Z = 1 on "
+        "the protocol's clients; see docs/anomaly_detection.md)",
+    )
     p.add_argument("--rounds", type=int, default=10, help="r")
     p.add_argument("--epochs-first", type=int, default=1, help="local epochs in round 1")
     p.add_argument("--epochs-per-round", type=int, default=10, help="local epochs later")
@@ -572,7 +581,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t = time.perf_counter()
     resumed = args.resume and last_checkpoint(args.output_dir / "federated") is not None
     phase1 = GroupIdentification(
-        phase1_detector(args), tolerance=args.tolerance, method=args.community_method
+        phase1_detector(args),
+        tolerance=args.tolerance,
+        method=args.community_method,
+        tolerance_z=args.tolerance_z,
     )
     fed = CommunityFedAvg(phase1=phase1, epochs_per_round=epochs_schedule(args))
     fed_trainer, fed_models = run_federation(args, dm, fed, "federated")
@@ -623,6 +635,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ratios": fed.phase1_result.ratios.tolist(),
             "candidates": fed.phase1_result.candidates,
             "tolerance": args.tolerance,
+            "tolerance_z": args.tolerance_z,
+            "tolerances": fed.phase1_result.tolerances,
             "method": args.community_method,
         },
         "community_table": community_table(communities, classes),

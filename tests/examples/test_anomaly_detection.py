@@ -133,6 +133,24 @@ def test_phase1_scores_are_kept_and_reproduce_the_candidate_lists(quick_run):
     assert candidate_lists(ratios, r["phase1"]["tolerance"]) == r["phase1"]["candidates"]
 
 
+def test_tolerance_z_derives_each_clients_tolerance_from_its_own_share(tmp_path):
+    import numpy as np
+
+    from fedlightning.algorithms.community import candidate_lists, sampling_tolerance
+
+    args = ["--output-dir", str(tmp_path), "--quick", "--skip-baselines", "--tolerance-z", "1.5"]
+    assert _example().main(args) == 0
+    p1 = json.loads((tmp_path / "results.json").read_text())["phase1"]
+    ratios = np.array(p1["ratios"])
+    dm = _example().build_data(_example().parse_args(args))
+    dm.setup()
+    sizes = [dm.num_samples(c) for c in dm.client_ids]
+    assert p1["tolerance_z"] == 1.5
+    np.testing.assert_allclose(p1["tolerances"], sampling_tolerance(np.diag(ratios), sizes, 1.5))
+    assert candidate_lists(ratios, p1["tolerances"]) == p1["candidates"]
+    assert candidate_lists(ratios, p1["tolerance"]) != p1["candidates"]  # 0.06 is not used
+
+
 def test_killed_run_resumed_gives_the_uninterrupted_result(
     quick_run, tmp_path, assert_same_results, caplog
 ):

@@ -23,6 +23,7 @@ from fedlightning.algorithms.community.graph import (
     community_labels,
     detect_communities,
     graph_modularity,
+    sampling_tolerance,
     similarity_graph,
 )
 from fedlightning.algorithms.community.local import train_local
@@ -47,6 +48,7 @@ __all__ = [
     "fit_autoencoder",
     "graph_modularity",
     "inlier_ratio_matrix",
+    "sampling_tolerance",
     "similarity_graph",
     "train_local",
     "true_communities",

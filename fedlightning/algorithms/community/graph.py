@@ -36,6 +36,7 @@ __all__ = [
     "community_labels",
     "detect_communities",
     "graph_modularity",
+    "sampling_tolerance",
     "similarity_graph",
 ]
 
@@ -50,6 +51,76 @@ def _check_tolerance(tolerance: float) -> None:
         raise ValueError(f"tolerance must be in (0, 1), got tolerance={tolerance!r}")
 
 
+def _tolerances(tolerance: float | ArrayLike, n: int) -> NDArray[np.float64]:
+    """One tolerance per client: a scalar for all, or a length-``n`` sequence."""
+    if isinstance(tolerance, (int, float, str, bytes)) or tolerance is None:
+        _check_tolerance(tolerance)  # type: ignore[arg-type]
+        return np.full(n, float(tolerance))
+    t = np.asarray(tolerance, dtype=np.float64)
+    if t.shape != (n,):
+        raise ValueError(f"tolerance must be a number or one per client ({n}), got shape {t.shape}")
+    bad = np.flatnonzero(~((t > 0.0) & (t < 1.0)))
+    if bad.size:
+        raise ValueError(
+            f"tolerance must be in (0, 1) for every client, got tolerance[{int(bad[0])}]="
+            f"{float(t[bad[0]])!r}"
+        )
+    return t
+
+
+def sampling_tolerance(
+    self_ratios: ArrayLike, sizes: ArrayLike, z: float = 1.0
+) -> NDArray[np.float64]:
+    """Each client's tolerance from the sampling noise of an inlier share (label-free).
+
+    If clients ``i`` and ``j`` draw their data from one distribution, ``R[j, i]`` differs
+    from ``R[i, i]`` only by sampling: a share measured on ``n`` samples has the binomial
+    variance ``p (1 - p) / n``, and the threshold of ``j``'s detector, a quantile of ``j``'s
+    own sample, adds about as much again. Client ``i``, knowing only its own ``p = R[i, i]``
+    and size ``n_i``, takes both samples to be of its size, so the relative standard error
+    of the gap is ``sqrt(2 p (1 - p) / n_i) / p``, and its tolerance is ``z`` of those. On
+    seed 000's protocol (``n = 666``, ``p = 0.899``) that is 0.0183 for ``z = 1``; the
+    reference's fixed ``t = 0.06`` is 3.3 of them.
+
+    Args:
+        self_ratios: ``R[i, i]`` of every client, in (0, 1).
+        sizes: Every client's number of samples (>= 1).
+        z: Standard errors the tolerance spans (> 0).
+
+    Returns:
+        Per-client tolerances, for :func:`accepts` and :func:`candidate_lists`.
+
+    Raises:
+        ValueError: On ``z <= 0``, a size below 1, mismatched lengths, or a client whose
+            tolerance falls outside (0, 1) (its ``R[i, i]`` is 0 or 1, or its sample too
+            small for the rule).
+
+    Example:
+        >>> sampling_tolerance([599 / 666], [666]).round(4).tolist()
+        [0.0183]
+    """
+    if not isinstance(z, (int, float)) or not math.isfinite(z) or z <= 0:
+        raise ValueError(f"z must be a finite number > 0, got z={z!r}")
+    p = np.asarray(self_ratios, dtype=np.float64).reshape(-1)
+    n = np.asarray(sizes, dtype=np.float64).reshape(-1)
+    if p.shape != n.shape:
+        raise ValueError(
+            f"self_ratios and sizes must have one entry per client, got {p.size} and {n.size}"
+        )
+    if (n < 1).any():
+        raise ValueError(f"sizes must be >= 1, got sizes={n.astype(int).tolist()}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = z * np.sqrt(2.0 * p * (1.0 - p) / n) / p
+    bad = np.flatnonzero(~((t > 0.0) & (t < 1.0)))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"client {k} has no sampling tolerance in (0, 1): R[{k}, {k}]={float(p[k])!r} (must be "
+            f"in (0, 1)), size {int(n[k])}, z={z}; use a fixed tolerance instead"
+        )
+    return t
+
+
 def _check_ratios(ratios: ArrayLike) -> NDArray[np.float64]:
     r = np.asarray(ratios, dtype=np.float64)
     if r.ndim != 2 or r.shape[0] != r.shape[1] or r.shape[0] < 1:
@@ -59,13 +130,14 @@ def _check_ratios(ratios: ArrayLike) -> NDArray[np.float64]:
     return r
 
 
-def accepts(ratios: ArrayLike, tolerance: float = 0.06) -> NDArray[np.bool_]:
+def accepts(ratios: ArrayLike, tolerance: float | ArrayLike = 0.06) -> NDArray[np.bool_]:
     """One-way acceptance: ``A[i, j]`` is True when ``j``'s model sees ``i``'s data as ``i``'s does.
 
     Args:
         ratios: ``R[j, i]``: inlier ratio of client ``j``'s detector on client ``i``'s data.
         tolerance: Relative tolerance ``t`` in (0, 1): ``R[j, i]`` must lie within
-            ``[R[i, i] (1 - t), R[i, i] (1 + t)]``.
+            ``[R[i, i] (1 - t), R[i, i] (1 + t)]``; or one ``t_i`` per client ``i`` (e.g.
+            from :func:`sampling_tolerance`).
 
     Returns:
         Boolean matrix ``A`` of shape ``(n, n)`` with a True diagonal.
@@ -73,21 +145,22 @@ def accepts(ratios: ArrayLike, tolerance: float = 0.06) -> NDArray[np.bool_]:
     Raises:
         ValueError: On a tolerance outside (0, 1) or a malformed matrix.
     """
-    _check_tolerance(tolerance)
     r = _check_ratios(ratios)
+    t = _tolerances(tolerance, r.shape[0])[:, None]  # client i's own t_i
     ref = np.diag(r)[:, None]  # ref[i] = R[i, i]
     seen = r.T  # seen[i, j] = R[j, i]
-    ok = (seen >= ref * (1 - tolerance)) & (seen <= ref * (1 + tolerance))
+    ok = (seen >= ref * (1 - t)) & (seen <= ref * (1 + t))
     np.fill_diagonal(ok, True)
     return ok
 
 
-def candidate_lists(ratios: ArrayLike, tolerance: float = 0.06) -> list[list[int]]:
+def candidate_lists(ratios: ArrayLike, tolerance: float | ArrayLike = 0.06) -> list[list[int]]:
     """Each client's candidate group under the mutual relative-tolerance rule.
 
     Args:
         ratios: ``R[j, i]``: inlier ratio of client ``j``'s detector on client ``i``'s data.
-        tolerance: Relative tolerance in (0, 1) (the reference uses 0.06).
+        tolerance: Relative tolerance in (0, 1) (the reference uses 0.06), or one per
+            client.
 
     Returns:
         For each client ``i`` the sorted ids ``j`` with ``A[i, j] and A[j, i]``; ``i`` is

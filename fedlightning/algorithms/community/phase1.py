@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from fedlightning.algorithms.community.graph import (
     accepts,
     detect_communities,
     graph_modularity,
+    sampling_tolerance,
     similarity_graph,
 )
 from fedlightning.callbacks.base import Direction
@@ -101,6 +103,8 @@ class Phase1Result:
         bytes: Measured bytes per exchange: ``models``, ``bits``, ``candidates``,
             ``communities`` and ``total``.
         seconds: Wall time of the whole phase.
+        tolerances: The tolerance each client used in step 4 (empty in results saved
+            before it was recorded).
     """
 
     communities: list[list[int]]
@@ -112,6 +116,7 @@ class Phase1Result:
     model_bytes: list[int]
     bytes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    tolerances: list[float] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
         """The result as plain values and tensors, for a checkpoint.
@@ -128,6 +133,7 @@ class Phase1Result:
             "model_bytes": [int(b) for b in self.model_bytes],
             "bytes": {k: int(v) for k, v in self.bytes.items()},
             "seconds": float(self.seconds),
+            "tolerances": [float(t) for t in self.tolerances],
         }
 
     @classmethod
@@ -144,6 +150,7 @@ class Phase1Result:
             model_bytes=[int(b) for b in state["model_bytes"]],
             bytes={k: int(v) for k, v in state["bytes"].items()},
             seconds=float(state["seconds"]),
+            tolerances=[float(t) for t in state.get("tolerances", [])],
         )
 
     @property
@@ -165,12 +172,18 @@ class GroupIdentification:
         tolerance: Relative tolerance ``t`` of the similarity rule, in (0, 1).
         method: Community detection: ``"fastgreedy"`` (reference), ``"leiden"``,
             ``"louvain"`` or ``"greedy_modularity"``.
+        tolerance_z: If given, ``tolerance`` is not used: each client ``i`` takes
+            ``tolerance_z`` standard errors of the sampling noise of its inlier share,
+            ``sampling_tolerance(R[i, i], n_i, tolerance_z)``, computed from its own data
+            alone (label-free, no extra message).
 
     Raises:
-        ValueError: On a tolerance outside (0, 1) or an unknown method.
+        ValueError: On a tolerance outside (0, 1), ``tolerance_z <= 0`` or an unknown
+            method.
 
     Example:
         >>> phase1 = GroupIdentification(tolerance=0.06, method="leiden")
+        >>> by_noise = GroupIdentification(tolerance_z=1.0, method="leiden")
 
     References:
         Seed 000, Sec. 3.1.1 and 3.2.1.
@@ -182,8 +195,13 @@ class GroupIdentification:
         *,
         tolerance: float = 0.06,
         method: str = "fastgreedy",
+        tolerance_z: float | None = None,
     ) -> None:
         _check_tolerance(tolerance)
+        if tolerance_z is not None and (
+            not isinstance(tolerance_z, (int, float)) or not 0 < tolerance_z < math.inf
+        ):
+            raise ValueError(f"tolerance_z must be a number > 0, got tolerance_z={tolerance_z!r}")
         if method not in COMMUNITY_METHODS:
             raise ValueError(
                 f"method must be one of {list(COMMUNITY_METHODS)}, got method={method!r}"
@@ -191,6 +209,13 @@ class GroupIdentification:
         self.detector: Detector = detector if detector is not None else AutoencoderDetector()
         self.tolerance = float(tolerance)
         self.method = method
+        self.tolerance_z = None if tolerance_z is None else float(tolerance_z)
+
+    def tolerances(self, ratios: NDArray[Any], sizes: Sequence[int]) -> NDArray[np.float64]:
+        """Step 4's tolerance of every client: ``tolerance``, or the sampling rule's."""
+        if self.tolerance_z is None:
+            return np.full(len(sizes), self.tolerance)
+        return sampling_tolerance(np.diag(ratios), sizes, self.tolerance_z)
 
     def fit_detectors(self, data: Sequence[Tensor], seeds: Sequence[int]) -> list[Detector]:
         """Step 1: fit one copy of the prototype per client."""
@@ -250,7 +275,8 @@ class GroupIdentification:
 
         # 3. Scores; 4. association bits, client i -> client j: A[i, j].
         ratios = self.score(received, data)
-        mine = accepts(ratios, self.tolerance)
+        tolerances = self.tolerances(ratios, [len(x) for x in data])
+        mine = accepts(ratios, tolerances)
         theirs = np.zeros_like(mine)
         for i in range(n):
             for j in range(n):
@@ -304,10 +330,11 @@ class GroupIdentification:
             model_bytes=model_bytes,
             bytes=tally,
             seconds=time.perf_counter() - start,
+            tolerances=tolerances.tolist(),
         )
 
     def __repr__(self) -> str:
         return (
             f"GroupIdentification(detector={self.detector!r}, tolerance={self.tolerance}, "
-            f"method={self.method!r})"
+            f"method={self.method!r}, tolerance_z={self.tolerance_z})"
         )

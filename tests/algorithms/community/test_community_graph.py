@@ -11,6 +11,7 @@ from fedlightning.algorithms.community import (
     community_labels,
     detect_communities,
     graph_modularity,
+    sampling_tolerance,
     similarity_graph,
 )
 
@@ -44,6 +45,54 @@ def test_candidates_need_acceptance_in_both_directions():
     for i, li in enumerate(lists):  # symmetric relation, self always listed
         assert i in li
         assert all(i in lists[j] for j in li)
+
+
+def test_each_client_can_use_its_own_tolerance():
+    # Client 0's own ratio is 0.5; detector 1 sees its data at 0.54 (8% off), detector 2 at
+    # 0.51 (2% off). With t_0 = 0.1 client 0 accepts both, with t_0 = 0.05 only detector 2.
+    r = np.array([[0.5, 0.9, 0.9], [0.54, 0.9, 0.9], [0.51, 0.9, 0.9]])
+    assert accepts(r, [0.1, 0.06, 0.06])[0].tolist() == [True, True, True]
+    assert accepts(r, [0.05, 0.06, 0.06])[0].tolist() == [True, False, True]
+    assert candidate_lists(r, np.array([0.05, 0.06, 0.06]))[0] == [0, 2]
+    with pytest.raises(ValueError, match=r"one per client \(3\)"):
+        accepts(r, [0.1, 0.1])
+    with pytest.raises(ValueError, match=r"tolerance\[1\]=0.0"):
+        accepts(r, [0.1, 0.0, 0.1])
+
+
+def test_sampling_tolerance_is_the_relative_standard_error_of_the_gap():
+    # sqrt(2 p (1 - p) / n) / p: p = 0.9, n = 450 gives 0.02 / 0.9; p = 0.5, n = 200 gives 0.1.
+    t = sampling_tolerance([0.9, 0.5], [450, 200])
+    np.testing.assert_allclose(t, [0.02 / 0.9, 0.1])
+    np.testing.assert_allclose(sampling_tolerance([0.9, 0.5], [450, 200], z=2.0), 2 * t)
+    # Seed 000's clients: 666 samples, a threshold at their own 90th percentile.
+    assert sampling_tolerance([599 / 666], [666])[0] == pytest.approx(0.01833, abs=1e-5)
+
+
+def test_sampling_tolerance_matches_the_spread_of_same_distribution_clients():
+    # Clients drawing from one distribution, each detector thresholded at its own 90th
+    # percentile: the relative gaps R[j, i] / R[i, i] - 1 have the standard deviation the
+    # rule predicts (threshold noise of j plus binomial noise of i's share), not half of it.
+    rng = np.random.default_rng(0)
+    n, clients = 400, 60
+    data = rng.standard_normal((clients, n))
+    thresholds = np.quantile(data, 0.9, axis=1)
+    ratios = (data[None, :, :] <= thresholds[:, None, None]).mean(axis=2)  # R[j, i]
+    self_ratios = np.diag(ratios)
+    gaps = (ratios.T / self_ratios[:, None] - 1)[~np.eye(clients, dtype=bool)]
+    predicted = sampling_tolerance(self_ratios, [n] * clients).mean()
+    assert gaps.std() == pytest.approx(predicted, rel=0.15)
+
+
+def test_sampling_tolerance_rejects_what_it_cannot_use():
+    with pytest.raises(ValueError, match="z must be a finite number > 0, got z=0"):
+        sampling_tolerance([0.9], [100], z=0)
+    with pytest.raises(ValueError, match=r"client 1 .* R\[1, 1\]=1.0"):
+        sampling_tolerance([0.9, 1.0], [100, 100])
+    with pytest.raises(ValueError, match="sizes must be >= 1"):
+        sampling_tolerance([0.9], [0])
+    with pytest.raises(ValueError, match="one entry per client, got 2 and 1"):
+        sampling_tolerance([0.9, 0.8], [100])
 
 
 def test_graph_has_one_edge_per_pair_and_self_loops_for_loners():

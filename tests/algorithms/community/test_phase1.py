@@ -7,6 +7,7 @@ from fedlightning.algorithms.community import (
     Detector,
     GroupIdentification,
     inlier_ratio_matrix,
+    sampling_tolerance,
 )
 from fedlightning.models.autoencoders import ConvAutoencoder5
 
@@ -52,6 +53,22 @@ def test_phase1_finds_the_true_groups_and_every_exchange_is_a_message(
     assert result.modularity == pytest.approx(0.5)
 
 
+def test_phase1_with_tolerance_z_gives_each_client_its_sampling_tolerance(
+    two_class_data, brightness_detector
+):
+    data = _client_data(two_class_data)
+    result = GroupIdentification(brightness_detector(), tolerance_z=2.0).run(data)
+    expected = sampling_tolerance(np.diag(result.ratios), [len(x) for x in data], 2.0)
+    np.testing.assert_allclose(result.tolerances, expected)
+    assert result.communities == [[0, 1, 2], [3, 4, 5]]
+    # The fixed tolerance is ignored when tolerance_z is given, and recorded when it is not.
+    assert GroupIdentification(brightness_detector(), tolerance=0.1).run(data).tolerances == [
+        0.1
+    ] * len(data)
+    with pytest.raises(ValueError, match="tolerance_z must be a number > 0, got tolerance_z=-1"):
+        GroupIdentification(tolerance_z=-1)
+
+
 def test_phase1_result_survives_a_checkpoint(two_class_data, brightness_detector, tmp_path):
     # A resumed run reports Phase I from its checkpoint: the result must come back whole from
     # a weights_only file, its graph rebuilt from the candidate lists.
@@ -65,7 +82,8 @@ def test_phase1_result_survives_a_checkpoint(two_class_data, brightness_detector
     )
     path = save_checkpoint(tmp_path / "p1.ckpt", {"phase1": result.state_dict()})
     back = Phase1Result.from_state_dict(load_checkpoint(path)["phase1"])
-    for name in ("communities", "candidates", "modularity", "leader", "model_bytes", "bytes"):
+    names = ("communities", "candidates", "modularity", "leader", "model_bytes", "bytes")
+    for name in (*names, "tolerances"):
         assert getattr(back, name) == getattr(result, name), name
     assert back.seconds == result.seconds and back.mean_candidates == result.mean_candidates
     np.testing.assert_array_equal(back.ratios, result.ratios)
