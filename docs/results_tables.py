@@ -303,14 +303,42 @@ def anomaly_local(reference: str, *runs: str) -> str:
 
 #: Tolerances and community methods of the Phase I re-scoring table.
 ANOMALY_TOLERANCES = (0.02, 0.03, 0.04, 0.06, 0.08)
+#: Standard errors of the label-free sampling rule (``--tolerance-z``) in the same table.
+ANOMALY_Z = (1.0, 2.0)
 ANOMALY_METHODS = ("fastgreedy", "leiden", "louvain", "greedy_modularity")
 
 
+def _client_sizes(r: dict[str, Any]) -> list[int]:
+    """Every client's sample count: the protocol's clients hold equal shares."""
+    n, total = int(r["num_clients"]), int(r["num_train_samples"])
+    if total % n:
+        raise ValueError(f"{total} samples do not split evenly over {n} clients")
+    return [total // n] * n
+
+
+def _phase1_rules(r: dict[str, Any]) -> list[tuple[str, Any, bool]]:
+    """(row label, tolerance(s), is the run's own rule) of the Phase I re-scoring table."""
+    import numpy as np
+
+    from fedlightning.algorithms.community import sampling_tolerance
+
+    p1 = r["phase1"]
+    own_z = p1.get("tolerance_z")
+    rules = [(f"{t:.2f}", t, own_z is None and t == p1["tolerance"]) for t in ANOMALY_TOLERANCES]
+    diag = np.diag(np.asarray(p1["ratios"]))
+    for z in ANOMALY_Z:
+        t = sampling_tolerance(diag, _client_sizes(r), z)
+        label = f"z = {z:g} ({t.min():.4f}" + ("" if np.ptp(t) == 0 else f"-{t.max():.4f}") + ")"
+        rules.append((label, t, own_z == z))
+    return rules
+
+
 def anomaly_methods(run: str) -> str:
-    """Seed 000: every community method and five tolerances on one run's Phase I scores.
+    """Seed 000: every community method and several tolerances on one run's Phase I scores.
 
     Recomputed from the run's saved inlier-ratio matrix (``phase1.ratios``) with the
-    library's own functions; the run's own (method, tolerance) must give its communities.
+    library's own functions: five fixed tolerances and the sampling rule at ``z`` = 1 and 2;
+    the run's own (method, tolerance) must give its communities.
     """
     from fedlightning.algorithms.community import (
         candidate_lists,
@@ -322,13 +350,13 @@ def anomaly_methods(run: str) -> str:
     r = load(run)
     ratios, classes, seed = r["phase1"]["ratios"], r["client_inlier_class"], int(r["seed"])
     rows = []
-    for tol in ANOMALY_TOLERANCES:
+    for label, tol, own_rule in _phase1_rules(r):
         cells = []
         for method in ANOMALY_METHODS:
             groups = detect_communities(
                 similarity_graph(candidate_lists(ratios, tol)), method, seed=seed
             )
-            own = (method, tol) == (r["phase1"]["method"], r["phase1"]["tolerance"])
+            own = own_rule and method == r["phase1"]["method"]
             if own and groups != r["communities"]:
                 raise ValueError(f"{run}: its Phase I scores no longer give its communities")
             mixed = [sorted({classes[i] for i in g}) for g in groups]
@@ -337,8 +365,67 @@ def anomaly_methods(run: str) -> str:
             )
             ari = adjusted_rand(groups, classes)
             cells.append(f"{len(groups)}, ARI {ari:.3f}" + (f": {merges}" if merges else ""))
-        rows.append([f"{tol:.2f}", *cells])
+        rows.append([label, *cells])
     return _table(["t", *ANOMALY_METHODS], rows)
+
+
+def anomaly_noise(*runs: str) -> str:
+    """Seed 000: the gaps of the tolerance rule against the sampling rule's prediction.
+
+    For every ordered pair of clients the relative gap ``R[j, i] / R[i, i] - 1``; pairs of
+    the same inlier class should differ by sampling noise alone, whose standard deviation
+    :func:`~fedlightning.algorithms.community.sampling_tolerance` predicts (``z = 1``). The
+    last two columns are the shares of pairs the mutual rule joins by an edge.
+    """
+    import numpy as np
+
+    from fedlightning.algorithms.community import sampling_tolerance
+
+    header = [
+        "run",
+        "seed",
+        "Phase I epochs",
+        "samples per client",
+        "R[i, i]",
+        "predicted sd (z = 1)",
+        "same-class gap sd",
+        "same-class pairs joined at 1 sd / 0.06",
+        "other pairs joined at 1 sd / 0.06",
+    ]
+    rows = []
+    for run in runs:
+        r = load(run)
+        ratios = np.asarray(r["phase1"]["ratios"])
+        classes = np.asarray(r["client_inlier_class"])
+        diag = np.diag(ratios)
+        sd = sampling_tolerance(diag, _client_sizes(r), 1.0)
+        gaps = ratios.T / diag[:, None] - 1  # gaps[i, j]: detector j on client i's data
+        same = (classes[:, None] == classes[None, :]) & ~np.eye(len(classes), dtype=bool)
+        other = classes[:, None] != classes[None, :]
+        # An edge needs both clients to accept (the mutual rule); count unordered pairs.
+        one_sd, fixed = np.abs(gaps) <= sd[:, None], np.abs(gaps) <= 0.06
+        joined = [a & a.T for a in (one_sd, fixed)]
+        upper = np.triu(np.ones_like(same), k=1)
+
+        def shares(mask: Any, joined: list[Any] = joined, upper: Any = upper) -> str:
+            counts = " / ".join(f"{int(j[mask & upper].sum()):,}" for j in joined)
+            return f"{counts} of {int((mask & upper).sum()):,}"
+
+        p = "-".join(sorted({f"{v:.4f}" for v in diag}))
+        rows.append(
+            [
+                run.rsplit("/", 1)[-1],
+                str(r["seed"]),
+                str(r["config"]["phase1_epochs"]),
+                "-".join(sorted({str(n) for n in _client_sizes(r)})),
+                p,
+                "-".join(sorted({f"{v:.4f}" for v in sd})),
+                f"{gaps[same].std():.4f}",
+                shares(same),
+                shares(other),
+            ]
+        )
+    return _table(header, rows)
 
 
 # --- seed 004 (docs/fedmorph.md) -----------------------------------------------------------
@@ -681,6 +768,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         anomaly_community_budget,
         anomaly_local,
         anomaly_methods,
+        anomaly_noise,
         fedmorph_runs,
         fedmorph_seeds,
         fedmorph_curves,
