@@ -84,9 +84,29 @@ def server_optimizers(*runs: str) -> str:
 # --- seed 000 (docs/anomaly_detection.md) --------------------------------------------------
 
 
+def _merged(spec: str) -> dict[str, Any]:
+    """Seed 000 run ``spec``: a run, or ``run,baselines_run`` whose AUC tables are joined.
+
+    The baselines (local, ideal) may come from a second run of the same seed
+    (``--part baselines``); they do not depend on Phase I.
+    """
+    first, *rest = spec.split(",")
+    r = dict(load(first))
+    r["auc"] = dict(r["auc"])
+    for other in rest:
+        b = load(other)
+        if b["seed"] != r["seed"]:
+            raise ValueError(f"{spec}: the runs have different seeds")
+        r["auc"].update({k: v for k, v in b["auc"].items() if k not in r["auc"]})
+    return r
+
+
 def anomaly_auc(run: str) -> str:
-    """Seed 000 Table 3: AUC-ROC per inlier class of one run, beside the paper's."""
-    auc = load(run)["auc"]
+    """Seed 000 Table 3: AUC-ROC per inlier class of one run, beside the paper's.
+
+    ``run`` may join a federated run and its baselines run: ``federated,baselines``.
+    """
+    auc = _merged(run)["auc"]
     header = ["inlier class"]
     header += [f"{s} (ours)" for s in SETTINGS if s in auc]
     header += [f"{s} (paper)" for s in SETTINGS]
@@ -171,6 +191,36 @@ def anomaly_summary(*runs: str) -> str:
     header = ["Phase I method", "Phase II rounds", "communities", "ARI", "local", "federated"]
     header.append("ideal")
     return _table([*header, "MB (both phases)", "wall s"], rows)
+
+
+def _phase1_rule(r: dict[str, Any]) -> str:
+    """A run's Phase I rule: community method and tolerance (fixed or sampling)."""
+    p1 = r["phase1"]
+    z = p1.get("tolerance_z")
+    return f"{p1['method']}, " + (f"z = {z:g}" if z is not None else f"t = {p1['tolerance']:g}")
+
+
+def anomaly_seeds(*specs: str) -> str:
+    """Seed 000 over data seeds: each spec is a run, or ``federated_run,baselines_run``."""
+    rows = []
+    for spec in specs:
+        r = _merged(spec)
+        local, fed, ideal = (r["auc"][k]["mean"] for k in SETTINGS)
+        rows.append(
+            [
+                str(r["seed"]),
+                _phase1_rule(r),
+                str(len(r["communities"])),
+                f"{r['ari']:.3f}",
+                f"{local:.3f}",
+                f"{fed:.3f}",
+                f"{ideal:.3f}",
+                f"{fed - local:+.3f}",
+                f"{fed - ideal:+.3f}",
+            ]
+        )
+    header = ["seed", "Phase I rule", "communities", "ARI", "local", "federated", "ideal"]
+    return _table([*header, "federated - local", "federated - ideal"], rows)
 
 
 def anomaly_epochs(run: str) -> str:
@@ -763,6 +813,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         anomaly_communities,
         anomaly_cost,
         anomaly_summary,
+        anomaly_seeds,
         anomaly_epochs,
         anomaly_budget,
         anomaly_community_budget,
