@@ -87,6 +87,26 @@ def test_yaml_config_builds_the_seed000_pipeline():
     assert init.data.partition.num_clients == 90
 
 
+def test_yaml_config_takes_the_label_free_tolerance_from_the_command_line():
+    import numpy as np
+
+    from fedlightning.algorithms.community import sampling_tolerance
+    from fedlightning.cli import build_parser
+
+    config = EXAMPLE.parent / "configs" / "anomaly_detection.yaml"
+    parser = build_parser()
+    override = "--trainer.algorithm.init_args.phase1.init_args.tolerance_z=1.5"
+    cfg = parser.parse_args(["fit", "--config", str(config), override])
+    fit = parser._subcommands_action._name_parser_map["fit"]
+    phase1 = fit.instantiate_classes(cfg.fit).trainer.algorithm.phase1
+    assert phase1.tolerance_z == 1.5
+    ratios = np.array([[0.9, 0.5], [0.6, 0.8]])
+    sizes = np.array([600, 300])
+    np.testing.assert_allclose(
+        phase1.tolerances(ratios, sizes), sampling_tolerance([0.9, 0.8], sizes, 1.5)
+    )
+
+
 def test_same_seed_same_result_and_parallel_baselines_change_nothing(
     quick_run, tmp_path, assert_same_results
 ):
