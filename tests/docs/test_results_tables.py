@@ -109,6 +109,24 @@ def test_phase1_rescoring_refuses_scores_that_no_longer_give_the_runs_communitie
         tables.anomaly_methods("anomaly_detection/leiden")
 
 
+def test_phase1_rescoring_gives_what_a_full_run_with_that_rule_found() -> None:
+    # Seed 2's Phase-I-only run (z = 1) and its full run at t = 0.06 share their scores; the
+    # methods table's Leiden cell at t = 0.06 must be the full run's partition, which needs
+    # the pipeline's own seed for the randomized methods (the run's seed gives 8, ARI 0.750).
+    full = tables.load("anomaly_detection/s2_leiden_federated")
+    assert (
+        full["phase1"]["ratios"]
+        == tables.load("anomaly_detection/s2_phase1_z1")["phase1"]["ratios"]
+    )
+    row = next(
+        line
+        for line in tables.anomaly_methods("anomaly_detection/s2_phase1_z1").splitlines()
+        if line.startswith("| 0.06 |")
+    )
+    leiden = row.split("|")[1 + 1 + tables.ANOMALY_METHODS.index("leiden")].strip()
+    assert leiden.startswith(f"{len(full['communities'])}, ARI {full['ari']:.3f}")
+
+
 def test_anomaly_local_sets_budgets_side_by_side_and_refuses_other_clients(monkeypatch) -> None:
     ref = tables.load("anomaly_detection/leiden")
     longer = {
